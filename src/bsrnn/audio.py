@@ -1,0 +1,90 @@
+"""Audio file I/O with soundfile, and resampling with soxr.
+
+Arrays are float32 ``[channels, samples]`` everywhere in this project.
+Writes are atomic: a file is written next to its destination and renamed into place,
+so an interrupted run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+
+class AudioError(ValueError):
+    """A file that cannot be read as audio, or a request outside the file."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header of an audio file says."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Read the header of ``path``; raises :class:`AudioError` naming the file when it fails."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"cannot read {path} as audio: {err}") from err
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def read_audio(
+    path: str | os.PathLike, start: int = 0, stop: int | None = None
+) -> tuple[np.ndarray, int]:
+    """Read frames ``[start, stop)`` of ``path`` (only those frames are decoded).
+
+    Returns ``(audio [channels, frames] float32, sample_rate)``.
+    """
+    path = Path(path)
+    try:
+        data, sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"cannot read {path} as audio: {err}") from err
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+def write_audio(
+    path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None
+) -> Path:
+    """Write ``audio [channels, frames]`` to ``path`` atomically; the format follows the suffix."""
+    path = Path(path)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2:
+        raise ValueError(f"expected audio [channels, frames], got shape {audio.shape} for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, audio.T, int(sample_rate), subtype=subtype)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample ``audio [channels, frames]`` with soxr (high quality); a no-op at equal rates."""
+    if orig_sr == target_sr:
+        return np.asarray(audio, dtype=np.float32)
+    out = soxr.resample(np.asarray(audio, dtype=np.float32).T, orig_sr, target_sr, quality="HQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32)
