@@ -20,6 +20,7 @@ import collections
 import logging
 import os
 import pickle
+import re
 import tempfile
 import typing
 from collections.abc import Mapping
@@ -85,10 +86,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         with torch.serialization.safe_globals(_safe_globals()):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint") from err
         raise CheckpointError(
-            f"{path} holds objects that are not allowed in a checkpoint (only tensors, "
-            f"plain containers and OmegaConf configs are): {first}"
+            f"{path} holds objects that are not allowed in a checkpoint ({found.group(1)}); "
+            "only tensors, plain containers and OmegaConf configs are loaded"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
@@ -172,10 +175,8 @@ def _load_state(model: BSRNN, state: Mapping[str, torch.Tensor], path: Any) -> N
             extra = ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else "")
             parts.append(f"unexpected {extra}")
         if wrong:
-            parts.append(
-                "wrong shape "
-                + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3])
-            )
+            shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]]
+            parts.append("wrong shape " + ", ".join(shapes))
         raise CheckpointError(
             f"{path}: weights do not fit the network its config describes: " + "; ".join(parts)
         )
