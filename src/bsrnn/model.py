@@ -34,6 +34,9 @@ from bsrnn.spectral import ISTFT, STFT
 
 LAYER_TYPES = ("lstm", "gru", "conv")
 
+#: Sequences per call of the band RNN on CPU (see ResidualSequenceLayer.forward).
+CPU_RNN_CHUNK = 128
+
 
 class ModelOutput(dict):
     """The network's output: ``waveforms`` [B, 1, C, samples] and complex ``stfts``
@@ -151,6 +154,10 @@ class ResidualSequenceLayer(nn.Module):
             y = y.reshape(t * b, k, n)  # batch first
             if self.layer_type == "conv":
                 y = F.relu(self.conv(y.transpose(1, 2))).transpose(1, 2)
+            elif y.device.type == "cpu" and y.shape[0] > CPU_RNN_CHUNK:
+                # oneDNN's CPU RNN runs much faster on a few hundred sequences at a time than on
+                # thousands (cache locality); results are identical
+                y = torch.cat([self.rnn(part)[0] for part in y.split(CPU_RNN_CHUNK)])
             else:
                 y, _ = self.rnn(y)
         return x + self.proj(y).view(t, b, k, n)
