@@ -1,0 +1,142 @@
+"""Training examples per second delivered by the DataModule, next to the model's training rate.
+
+    python benchmarks/bench_data.py                 # both datasets, 2 workers, CPU model step
+    python benchmarks/bench_data.py --workers 4 --examples 400 --steps 5
+    python benchmarks/bench_data.py --feature-dim 16 --num-repeat 2 --threads 1   # bsrnn-tiny
+
+The loaders run the real ``dset=musdb18hq`` and ``dset=musdb18hq_sad`` configs on the stand-in
+data (data/toy/ when it is complete, else generated into a temporary folder). The model row
+times a training step of ``BSRNN(target="vocals")`` (64/8, or ``--feature-dim 16 --num-repeat 2``
+for bsrnn-tiny): batch 2 x 3 s, forward, L1 loss on the waveform and the STFT, backward, Adam
+step, after one warm-up step. The loader is not the bottleneck when it
+delivers more examples per second than the step consumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from bsrnn.data import MusdbDataModule, ToyParams, generate_toy_dataset  # noqa: E402
+from bsrnn.data.toy import toy_dataset_complete  # noqa: E402
+
+
+def toy_dataset(tmp: str) -> Path:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose("config", overrides=["dset=toy"])
+    params = ToyParams(**cfg.dset.toy)
+    local = REPO / cfg.data_dir
+    if toy_dataset_complete(local, params):
+        return local
+    root = Path(tmp) / "toy"
+    print(f"# generating the stand-in dataset into {root}", flush=True)
+    generate_toy_dataset(root, params, progress=False)
+    return root
+
+
+def loader_rate(dset: str, root: Path, args: argparse.Namespace) -> dict:
+    overrides = [
+        f"dset={dset}",
+        f"data_dir={root}",
+        "dset.validation_tracks=2",
+        f"dset.num_workers={args.workers}",
+        f"dset.batch_size={args.batch}",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose("config", overrides=overrides)
+    dm: MusdbDataModule = instantiate(cfg.dset, target="vocals", fast_tr=False)
+    if dm.sampling == "activity":
+        dm.prepare_dataset(progress=False)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    n, epoch, start, first = 0, 0, time.perf_counter(), None
+    while n < args.examples:
+        loader.sampler.set_epoch(epoch)
+        for mixture, _ in loader:
+            if first is None:  # worker start-up and the first batch are warm-up
+                first = time.perf_counter()
+                continue
+            n += mixture.shape[0]
+            if n >= args.examples:
+                break
+        epoch += 1
+    elapsed = time.perf_counter() - first
+    return {"what": f"loader {dset}", "examples_s": n / elapsed, "warmup_s": first - start}
+
+
+def model_rate(args: argparse.Namespace) -> dict:
+    from bsrnn import BSRNN
+    from bsrnn.losses import SeparationLoss
+
+    torch.manual_seed(0)
+    net = BSRNN(target="vocals", feature_dim=args.feature_dim, num_repeat=args.num_repeat).train()
+    loss_fn = SeparationLoss("L1", "t+tf", n_fft=net.n_fft, n_hop=net.n_hop)
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
+    n = 3 * 44100
+    sources = 0.1 * torch.randn(args.batch, 1, 2, n)
+    mixture = sources[:, 0] + 0.1 * torch.randn(args.batch, 2, n)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        out = net(mixture)
+        loss_fn(out.waveforms, sources, est_stfts=out.stfts).backward()
+        optimizer.step()
+
+    start = time.perf_counter()
+    step()  # warm-up
+    first = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    elapsed = time.perf_counter() - first
+    rate = args.batch * args.steps / elapsed
+    what = f"train step bsrnn {args.feature_dim}/{args.num_repeat} (CPU)"
+    return {"what": what, "examples_s": rate, "warmup_s": first - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--examples", type=int, default=200, help="timed examples per loader")
+    parser.add_argument("--steps", type=int, default=3, help="timed model steps")
+    parser.add_argument("--no-model", action="store_true", help="skip the model step")
+    parser.add_argument("--feature-dim", type=int, default=64, help="16 for bsrnn-tiny")
+    parser.add_argument("--num-repeat", type=int, default=8, help="2 for bsrnn-tiny")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (model)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"# batch {args.batch} x 3 s stereo 44.1 kHz; {args.workers} loader workers; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = toy_dataset(tmp)
+        rows = [loader_rate(d, root, args) for d in ("musdb18hq", "musdb18hq_sad")]
+        gc.collect()  # stop the loaders' worker processes before timing the model
+    if not args.no_model:
+        rows.append(model_rate(args))
+    print(f"{'':<30} {'examples/s':>10} {'batches/s':>9} {'warm-up s':>9}")
+    for r in rows:
+        print(
+            f"{r['what']:<30} {r['examples_s']:>10.2f} {r['examples_s'] / args.batch:>9.2f} "
+            f"{r['warmup_s']:>9.2f}"
+        )
+    if not args.no_model:
+        slowest = min(r["examples_s"] for r in rows[:-1])
+        print(f"# slowest loader / model step: {slowest / rows[-1]['examples_s']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Data: track discovery, activity detection, augmentations, datasets, the DataModule and the
+synthetic stand-in dataset."""
+
+from bsrnn.data.activity import (
+    ActivityParams,
+    Segment,
+    activity_index_path,
+    build_activity_index,
+    load_activity_index,
+    track_active_segments,
+    window_activity,
+)
+from bsrnn.data.augment import AUGMENTATIONS, AugmentationParams, SourceAugmenter
+from bsrnn.data.datamodule import MusdbDataModule
+from bsrnn.data.datasets import EpochSampler, TrackDataset, TrainingExamples
+from bsrnn.data.toy import (
+    ToyParams,
+    generate_toy_dataset,
+    prepare_toy_dataset,
+    synthesize_track,
+    toy_dataset_complete,
+)
+from bsrnn.data.tracks import (
+    MUSDB_STEMS,
+    MUSDB_VALIDATION_TRACKS,
+    DatasetError,
+    Track,
+    discover_tracks,
+    read_track,
+    split_track_names,
+)
+
+__all__ = [
+    "AUGMENTATIONS",
+    "MUSDB_STEMS",
+    "MUSDB_VALIDATION_TRACKS",
+    "ActivityParams",
+    "AugmentationParams",
+    "DatasetError",
+    "EpochSampler",
+    "MusdbDataModule",
+    "Segment",
+    "SourceAugmenter",
+    "ToyParams",
+    "Track",
+    "TrackDataset",
+    "TrainingExamples",
+    "activity_index_path",
+    "build_activity_index",
+    "discover_tracks",
+    "generate_toy_dataset",
+    "load_activity_index",
+    "prepare_toy_dataset",
+    "read_track",
+    "split_track_names",
+    "synthesize_track",
+    "toy_dataset_complete",
+    "track_active_segments",
+    "window_activity",
+]

@@ -1,0 +1,124 @@
+"""Source augmentations for training examples, named in the dataset config.
+
+Every augmentation draws from the ``numpy.random.Generator`` it is given, so an example is a
+pure function of its seed. Audio is ``float32 [channels, samples]`` of one source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+AUGMENTATIONS: tuple[str, ...] = (
+    "randomcrop",
+    "rescale",
+    "rescale_db",
+    "channelswap",
+    "silentsource",
+)
+
+
+@dataclass(frozen=True)
+class AugmentationParams:
+    """Parameters of the augmentations (config keys of the same names)."""
+
+    rescale_min: float = 0.25  # linear gain range of `rescale`
+    rescale_max: float = 1.25
+    rescale_db_min: float = -10.0  # gain range of `rescale_db`, in dB
+    rescale_db_max: float = 10.0
+    p_channelswap: float = 0.5  # probability that `channelswap` swaps left and right
+    p_silentsource: float = 0.1  # probability that `silentsource` zeroes the source
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rescale_min <= self.rescale_max:
+            raise ValueError(
+                f"rescale_min={self.rescale_min}, rescale_max={self.rescale_max}: "
+                "expected 0 <= rescale_min <= rescale_max"
+            )
+        if not self.rescale_db_min <= self.rescale_db_max:
+            raise ValueError(
+                f"rescale_db_min={self.rescale_db_min} must not exceed "
+                f"rescale_db_max={self.rescale_db_max}"
+            )
+        for key in ("p_channelswap", "p_silentsource"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{key}={value} is not a probability in [0, 1]")
+
+
+def rescale(audio: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """Multiply by a gain drawn uniformly in ``[low, high]``."""
+    return (audio * np.float32(rng.uniform(low, high))).astype(np.float32, copy=False)
+
+
+def rescale_db(
+    audio: np.ndarray, rng: np.random.Generator, low_db: float, high_db: float
+) -> np.ndarray:
+    """Multiply by a gain drawn uniformly in ``[low_db, high_db]`` dB."""
+    gain = 10.0 ** (rng.uniform(low_db, high_db) / 20.0)
+    return (audio * np.float32(gain)).astype(np.float32, copy=False)
+
+
+def channelswap(audio: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """With probability ``p``, reverse the channel order (left/right swap for stereo)."""
+    if audio.shape[0] > 1 and rng.random() < p:
+        return np.ascontiguousarray(audio[::-1])
+    return audio
+
+
+def silentsource(audio: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """With probability ``p``, replace the source by silence."""
+    if rng.random() < p:
+        return np.zeros_like(audio)
+    return audio
+
+
+def crop_start(length: int, seq_len: int, rng: np.random.Generator | None) -> int:
+    """Start of a ``seq_len`` crop inside ``length`` samples: uniform when ``rng`` is given
+    (the ``randomcrop`` augmentation), else the centred crop."""
+    if seq_len > length:
+        raise ValueError(f"cannot crop {seq_len} samples out of {length}")
+    if rng is None:
+        return (length - seq_len) // 2
+    return int(rng.integers(0, length - seq_len + 1))
+
+
+class SourceAugmenter:
+    """The augmentations named in ``names``, validated at construction.
+
+    ``randomcrop`` chooses where a training example is cropped (see :func:`crop_start`); the
+    others transform each source's waveform independently, in the listed order.
+    """
+
+    def __init__(self, names: Sequence[str] = (), params: AugmentationParams | None = None) -> None:
+        if isinstance(names, str):
+            names = [names]
+        unknown = [n for n in names if n not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown augmentation(s) {', '.join(repr(n) for n in unknown)}; "
+                f"valid augmentations: {', '.join(AUGMENTATIONS)}"
+            )
+        self.names = tuple(names)
+        self.params = params or AugmentationParams()
+        self.random_crop = "randomcrop" in self.names
+        self._waveform = tuple(n for n in self.names if n != "randomcrop")
+
+    def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Augment one source ``[channels, samples]``."""
+        p = self.params
+        for name in self._waveform:
+            if name == "rescale":
+                audio = rescale(audio, rng, p.rescale_min, p.rescale_max)
+            elif name == "rescale_db":
+                audio = rescale_db(audio, rng, p.rescale_db_min, p.rescale_db_max)
+            elif name == "channelswap":
+                audio = channelswap(audio, rng, p.p_channelswap)
+            elif name == "silentsource":
+                audio = silentsource(audio, rng, p.p_silentsource)
+        return audio
+
+    def __repr__(self) -> str:
+        return f"SourceAugmenter({list(self.names)!r}, {self.params!r})"
