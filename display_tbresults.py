@@ -1,0 +1,224 @@
+"""Tabulate the validation results of every training run logged under ``tb_dir``.
+
+    python display_tbresults.py                     # every run under tb_logs/
+    python display_tbresults.py tb_dir=other_logs/ +monitor=sdr +csv_path=results.csv
+
+For each run (``<tb_dir>/<model>-<target>/<version>``) the event files give the validation
+scalars and the run's hyperparameters. The epoch is picked by the run's monitored quantity
+(``optim.monitor_val``: best ``val/loss`` (min) or ``val/usdr`` (max); ``+monitor=loss|sdr``
+overrides it for all runs). The table holds the hyperparameters that differ between runs, the
+epoch (0-based, as Lightning counts), its validation uSDR and loss; it is printed and written
+(atomically) to ``<out_dir>/val_results.csv`` (or ``+csv_path``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import yaml
+from omegaconf import DictConfig
+
+log = logging.getLogger("display_tbresults")
+
+MONITORS = {"loss": ("val/loss", min), "sdr": ("val/usdr", max)}
+#: where things go, not what is trained: never a variant column
+IGNORED_KEYS = ("out_dir", "tb_dir", "tb_version", "data_dir", "ckpt_path", "overrides")
+
+
+@dataclass
+class RunResult:
+    """One training run: its folder, hyperparameters and validation curve."""
+
+    run: str  # "<model>-<target>/<version>"
+    hparams: dict[str, Any]
+    val: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch -> {tag: value}
+
+
+def _hparams_from_events(acc: Any) -> dict[str, Any]:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    try:
+        content = acc.PluginTagToContent("hparams").get("_hparams_/session_start_info")
+    except KeyError:  # no hyperparameters in this run's events
+        return {}
+    if content is None:
+        return {}
+    data = plugin_data_pb2.HParamsPluginData.FromString(content)
+    out: dict[str, Any] = {}
+    for key, value in data.session_start_info.hparams.items():
+        kind = value.WhichOneof("kind")
+        out[key] = getattr(value, kind) if kind else None
+        if kind == "number_value" and float(out[key]).is_integer():
+            out[key] = int(out[key])
+    return out
+
+
+def _flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def read_run(folder: Path, tb_dir: Path) -> RunResult | None:
+    """Read one run folder (its event files); None when it holds no validation scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = set(acc.Tags().get("scalars", []))
+    if not tags & {"val/loss", "val/usdr"}:
+        return None
+    step_epoch = {e.step: int(e.value) for e in acc.Scalars("epoch")} if "epoch" in tags else {}
+    val: dict[int, dict[str, float]] = {}
+    for tag in ("val/loss", "val/usdr"):
+        if tag in tags:
+            for event in acc.Scalars(tag):
+                epoch = step_epoch.get(event.step, event.step)
+                val.setdefault(epoch, {})[tag] = float(event.value)
+    hparams = _hparams_from_events(acc)
+    if not hparams and (folder / "config.yaml").is_file():  # fall back on the run's record
+        record = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        hparams = _flatten(record.get("config", {}))
+        hparams.update({f"choice/{k}": v for k, v in (record.get("choices") or {}).items()})
+    return RunResult(run=folder.relative_to(tb_dir).as_posix(), hparams=hparams, val=val)
+
+
+def collect_runs(tb_dir: str | os.PathLike) -> list[RunResult]:
+    """Every run folder under ``tb_dir`` that holds validation scalars, sorted by path."""
+    root = Path(tb_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no TensorBoard folder at {root} (set tb_dir=...)")
+    folders = sorted({p.parent for p in root.rglob("events.out.tfevents.*")})
+    runs = []
+    for folder in folders:
+        result = read_run(folder, root)
+        if result is None:
+            log.warning("%s: no validation results yet, skipped", folder)
+        else:
+            runs.append(result)
+    return runs
+
+
+def _varying_keys(runs: list[RunResult]) -> list[str]:
+    keys = sorted({k for r in runs for k in r.hparams})
+    varying = []
+    for key in keys:
+        if key.split(".")[0] in IGNORED_KEYS or key.startswith("hydra"):
+            continue
+        if len({str(r.hparams.get(key, "-")) for r in runs}) > 1:
+            varying.append(key)
+    return varying
+
+
+def variant_table(
+    runs: list[RunResult], monitor: str | None = None
+) -> tuple[list[str], list[list[Any]]]:
+    """``(header, rows)``: run, differing hyperparameters, monitor, epoch, val uSDR, val loss.
+
+    Rows are sorted by run name (model-target) and then by validation uSDR (best first)."""
+    if monitor is not None and monitor not in MONITORS:
+        raise ValueError(f"unknown monitor={monitor!r}: expected one of {', '.join(MONITORS)}")
+    varying = _varying_keys(runs)
+    header = ["run", *varying, "monitor", "epoch", "val_usdr", "val_loss"]
+    rows = []
+    for r in runs:
+        mon = monitor or str(r.hparams.get("optim.monitor_val", "loss"))
+        if mon not in MONITORS:
+            mon = "loss"
+        tag, best = MONITORS[mon]
+        scored = [
+            (e, v[tag]) for e, v in sorted(r.val.items()) if tag in v and not math.isnan(v[tag])
+        ]
+        if not scored:
+            log.warning("%s: no %s values, skipped", r.run, tag)
+            continue
+        epoch = best(scored, key=lambda item: item[1])[0]
+        values = r.val[epoch]
+        rows.append(
+            [
+                r.run,
+                *(r.hparams.get(k, "-") for k in varying),
+                mon,
+                epoch,
+                values.get("val/usdr", math.nan),
+                values.get("val/loss", math.nan),
+            ]
+        )
+    rows.sort(key=lambda row: (row[0].split("/")[0], -_num(row[-2])))
+    return header, rows
+
+
+def _num(value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return -math.inf
+    return -math.inf if math.isnan(v) else v
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def write_csv(path: str | os.PathLike, header: list[str], rows: list[list[Any]]) -> Path:
+    """Write the table to ``path`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows([[_cell(c) for c in row] for row in rows])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_table(header: list[str], rows: list[list[Any]]) -> str:
+    """Aligned plain-text table."""
+    cells = [header] + [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+@hydra.main(config_path="conf", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> None:
+    for handler in logging.getLogger().handlers:  # stdout holds the table only
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+    try:
+        runs = collect_runs(cfg.tb_dir)
+        header, rows = variant_table(runs, monitor=cfg.get("monitor"))
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"display_tbresults.py: {err}") from None
+    if not rows:
+        raise SystemExit(f"display_tbresults.py: no run with validation results under {cfg.tb_dir}")
+    csv_path = cfg.get("csv_path") or Path(cfg.out_dir) / "val_results.csv"
+    write_csv(csv_path, header, rows)
+    print(format_table(header, rows))  # noqa: T201 - the table is this script's output
+    log.info("%d runs -> %s", len(rows), csv_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""Training helpers around Lightning: monitors, callbacks, logger, run records, media.
+
+Everything here receives plain values (no Hydra config); ``train.py`` builds the objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+log = logging.getLogger(__name__)
+
+#: ``optim.monitor_val`` -> (logged metric, better direction)
+MONITORS: dict[str, tuple[str, str]] = {"loss": ("val/loss", "min"), "sdr": ("val/usdr", "max")}
+
+#: Config keys that say where things go, not what is trained (left out of variant tables).
+LOCATION_KEYS = ("out_dir", "tb_dir", "tb_version", "data_dir", "ckpt_path")
+
+
+class ConfigError(ValueError):
+    """An invalid training option, found before anything is built or run."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+def monitor_spec(monitor: str) -> tuple[str, str]:
+    """``"loss"`` -> ``("val/loss", "min")``; ``"sdr"`` -> ``("val/usdr", "max")``."""
+    if monitor not in MONITORS:
+        raise ValueError(
+            f"unknown monitored quantity optim.monitor_val={monitor!r}: expected one of "
+            f"{', '.join(MONITORS)}"
+        )
+    return MONITORS[monitor]
+
+
+# --------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------
+def checkpoint_paths(
+    out_dir: str | os.PathLike, model_name: str, target: str, fast_tr: bool = False
+) -> tuple[Path, Path]:
+    """``(best, last)`` checkpoint paths: ``<out_dir>/<model>/<target>.ckpt`` and
+    ``<target>-last.ckpt`` beside it (``fast_tr`` runs go to a ``fast_tr/`` sub-folder, so a
+    debug run never replaces a trained model)."""
+    folder = Path(out_dir) / model_name
+    if fast_tr:
+        folder = folder / "fast_tr"
+    return folder / f"{target}.ckpt", folder / f"{target}-last.ckpt"
+
+
+def resolve_resume_path(ckpt_path: str | None, last_path: Path) -> Path | None:
+    """Which checkpoint to resume from.
+
+    ``None`` -> start fresh; ``"last"`` -> ``last_path`` (must exist); ``"auto"`` ->
+    ``last_path`` when it exists, else start fresh; anything else is a path that must exist.
+    """
+    if ckpt_path is None or str(ckpt_path) == "":
+        return None
+    if str(ckpt_path) == "auto":
+        return last_path if last_path.is_file() else None
+    path = last_path if str(ckpt_path) == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: checkpoint not found at {path} (expected a training "
+            "checkpoint such as outputs/<model>/<target>.ckpt or <target>-last.ckpt, "
+            "'last', 'auto' or null)"
+        )
+    return path
+
+
+def read_resume_info(path: Path) -> dict[str, Any]:
+    """Check that ``path`` is a training checkpoint of ours; returns its ``tb_log`` record.
+
+    Raises :class:`ConfigError` for a file that Lightning could not resume from (a standalone
+    model file, a reference checkpoint, a corrupt file)."""
+    from bsrnn.checkpoints import CheckpointError, read_checkpoint
+
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as err:
+        raise ConfigError(f"ckpt_path={path}: {err}") from err
+    required = ("state_dict", "optimizer_states", "loops", "bsrnn_config")
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise ConfigError(
+            f"ckpt_path={path} is not a training checkpoint written by train.py (missing "
+            f"{', '.join(missing)}); resume from outputs/<model>/<target>.ckpt or "
+            "<target>-last.ckpt"
+        )
+    return dict(ckpt.get("tb_log") or {})
+
+
+# --------------------------------------------------------------------------------------------
+# Callbacks and logger
+# --------------------------------------------------------------------------------------------
+class WeightsSyncCheck(Callback):
+    """At the end of training, check that every process holds the same network weights.
+
+    Each rank logs a digest of its weights; with several processes the digests are gathered
+    and a mismatch raises ``RuntimeError`` (data-parallel replicas must never drift apart).
+    """
+
+    @staticmethod
+    def digest(module: torch.nn.Module) -> str:
+        """Hex SHA-1 of the module's parameters (names, shapes and bytes)."""
+        sha = hashlib.sha1()
+        for name, param in module.state_dict().items():
+            sha.update(name.encode())
+            tensor = param.detach().cpu().contiguous()
+            sha.update(str(tuple(tensor.shape)).encode())
+            sha.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+        return sha.hexdigest()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net = getattr(pl_module, "net", pl_module)
+        digest = self.digest(net)
+        log.info(
+            "rank %d/%d: network weights digest %s",
+            trainer.global_rank,
+            trainer.world_size,
+            digest,
+        )
+        if trainer.world_size <= 1:
+            return
+        code = torch.tensor([int(digest[:15], 16)], dtype=torch.int64, device=pl_module.device)
+        gathered = trainer.strategy.all_gather(code).reshape(-1).tolist()
+        if len(set(gathered)) != 1:
+            raise RuntimeError(
+                f"network weights differ across the {trainer.world_size} processes at the end "
+                f"of training (digest prefixes {[f'{c:015x}' for c in gathered]})"
+            )
+        rank_zero_info(f"weights identical on all {trainer.world_size} processes")
+
+
+class RunRecorder(Callback):
+    """Record what a run is: the resolved config, its command-line overrides, its Hydra group
+    choices and the network size, into the TensorBoard version folder (``config.yaml``,
+    ``overrides.yaml``) and as TensorBoard hyperparameters (rank 0 only).
+
+    A resumed run that continues in the same folder writes ``config-resume<N>.yaml`` and
+    ``overrides-resume<N>.yaml`` and keeps the first record as the run's hyperparameters.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        overrides: Sequence[str] = (),
+        choices: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = dict(config)
+        self.overrides = [str(o) for o in overrides]
+        self.choices = {str(k): v for k, v in (choices or {}).items()}
+
+    def hparams(self, n_params: int) -> dict[str, Any]:
+        """Flat ``{key: str|int|float|bool}`` hyperparameters of the run."""
+        flat = flatten(self.config)
+        flat.update({f"choice/{k}": v for k, v in self.choices.items()})
+        flat["n_params"] = int(n_params)
+        flat["overrides"] = " ".join(self.overrides)
+        return {k: _hparam_value(v) for k, v in flat.items()}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        n_params = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        rank_zero_info(f"network: {n_params:,} trainable parameters")
+        logger = trainer.logger
+        if not trainer.is_global_zero or not isinstance(logger, TensorBoardLogger):
+            return
+        folder = Path(logger.log_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"config": self.config, "choices": self.choices, "n_params": n_params}
+        if (folder / "config.yaml").exists():  # resumed into the same version folder
+            n = 1
+            while (folder / f"config-resume{n}.yaml").exists():
+                n += 1
+            write_yaml(folder / f"config-resume{n}.yaml", record)
+            write_yaml(folder / f"overrides-resume{n}.yaml", self.overrides)
+            return
+        write_yaml(folder / "config.yaml", record)
+        write_yaml(folder / "overrides.yaml", self.overrides)
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = {key: 0.0 for key, _ in MONITORS.values()}
+        writer = logger.experiment
+        for summary in hparams(self.hparams(n_params), metrics):
+            writer.file_writer.add_summary(summary)
+        writer.add_text("run/overrides", " ".join(self.overrides) or "(none)", 0)
+        writer.flush()
+
+
+def build_callbacks(
+    *,
+    best_path: Path,
+    last_path: Path,
+    monitor: str,
+    patience: int,
+    progress_bar: bool = True,
+    recorder: RunRecorder | None = None,
+) -> list[Callback]:
+    """Checkpoints (best by ``monitor`` → ``best_path``; last → ``last_path``), early
+    stopping after ``patience`` epochs without improvement, learning-rate logging, the progress
+    bar, the DDP weights check and the run recorder."""
+    if best_path.parent != last_path.parent:
+        raise ValueError(f"best and last checkpoints must share a folder: {best_path}, {last_path}")
+    key, mode = monitor_spec(monitor)
+    checkpoint = ModelCheckpoint(
+        dirpath=best_path.parent,
+        filename=best_path.stem,
+        monitor=key,
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    checkpoint.CHECKPOINT_NAME_LAST = last_path.stem
+    callbacks: list[Callback] = [
+        checkpoint,
+        EarlyStopping(monitor=key, mode=mode, patience=int(patience)),
+        LearningRateMonitor(logging_interval="epoch"),
+        WeightsSyncCheck(),
+    ]
+    if progress_bar:
+        callbacks.append(TQDMProgressBar())
+    if recorder is not None:
+        callbacks.append(recorder)
+    return callbacks
+
+
+def build_logger(
+    tb_dir: str | os.PathLike, name: str, version: int | str | None = None
+) -> TensorBoardLogger:
+    """TensorBoard logger writing ``<tb_dir>/<name>/version_<N>`` (or ``<version>``)."""
+    return TensorBoardLogger(
+        save_dir=str(tb_dir), name=name, version=version, default_hp_metric=False
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Small utilities
+# --------------------------------------------------------------------------------------------
+def route_lightning_logs_to_root() -> None:
+    """Let Lightning's messages go through the root logger only (Hydra's console and log file).
+
+    ``import lightning`` gives the ``lightning`` logger a console handler of its own, which
+    prints every message twice once the root logger is configured."""
+    if logging.getLogger().hasHandlers():
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _hparam_value(value: Any) -> str | int | float | bool:
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    """Write ``data`` as YAML to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            yaml.safe_dump(data, handle, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def spectrogram_image(
+    reference: np.ndarray,
+    estimate: np.ndarray,
+    n_fft: int = 2048,
+    n_hop: int | None = None,
+    top_db: float = 80.0,
+    freq_pool: int = 2,
+) -> np.ndarray:
+    """Log-magnitude spectrograms of ``reference`` and ``estimate`` (mono ``[samples]``) as one
+    grey image ``[H, W]`` in [0, 1]: reference on top, estimate below, a white line between,
+    low frequencies at the bottom of each, both on the reference's dB scale (``top_db`` range).
+    """
+    n_hop = n_hop or n_fft // 4
+
+    def log_mag(x: np.ndarray) -> np.ndarray:  # [samples] -> dB [F // freq_pool, frames]
+        x = np.asarray(x, dtype=np.float64)
+        pad = n_fft // 2
+        x = np.pad(x, pad, mode="reflect" if x.shape[0] > pad else "constant")
+        if x.shape[0] < n_fft:
+            x = np.pad(x, (0, n_fft - x.shape[0]))
+        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::n_hop]
+        window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+        mag = np.abs(np.fft.rfft(frames * window, axis=-1)).T  # [F, frames]
+        bins = (mag.shape[0] // freq_pool) * freq_pool
+        mag = mag[:bins].reshape(bins // freq_pool, freq_pool, -1).mean(axis=1)
+        return 20.0 * np.log10(mag + 1e-8)
+
+    ref_db, est_db = log_mag(reference), log_mag(estimate)
+    top = ref_db.max()
+
+    def scale(db: np.ndarray) -> np.ndarray:
+        return np.clip((db - (top - top_db)) / top_db, 0.0, 1.0)[::-1]  # low freqs at bottom
+
+    line = np.ones((4, ref_db.shape[1]))
+    return np.concatenate([scale(ref_db), line, scale(est_db)], axis=0).astype(np.float32)

@@ -1,0 +1,221 @@
+"""BSRNNLitModule and training helpers on a tiny real BSRNN and synthetic in-memory batches."""
+
+from __future__ import annotations
+
+import functools
+
+import lightning.pytorch as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from bsrnn import BSRNN
+from bsrnn.checkpoints import read_checkpoint
+from bsrnn.lit_module import BSRNNLitModule
+from bsrnn.losses import SeparationLoss
+from bsrnn.training import (
+    NonFiniteLossError,
+    WeightsSyncCheck,
+    build_callbacks,
+    build_logger,
+    checkpoint_paths,
+    monitor_spec,
+    resolve_resume_path,
+    spectrogram_image,
+)
+
+SR = 44100
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not stall when the cores are busy)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _module(monitor="loss", scheduler=None, **kwargs) -> BSRNNLitModule:
+    torch.manual_seed(0)
+    net = BSRNN(target="bass", feature_dim=8, num_repeat=1)
+    return BSRNNLitModule(
+        net,
+        SeparationLoss("L1", "t+tf"),
+        functools.partial(torch.optim.Adam, lr=1e-3),
+        scheduler,
+        target_index=1,
+        monitor=monitor,
+        sample_rate=SR,
+        eval_segment_len=0.5,
+        **kwargs,
+    )
+
+
+class _Data(L.LightningDataModule):
+    """Two training batches of 2 x 0.5 s and one 1.2 s validation 'track' (4 sources)."""
+
+    def __init__(self, nan_batch: int | None = None) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.src = 0.1 * torch.randn(4, 4, 2, SR // 2, generator=g)
+        self.mix = self.src.sum(1)
+        if nan_batch is not None:
+            self.mix[2 * nan_batch] = float("nan")
+        self.val_src = 0.1 * torch.randn(1, 4, 2, int(1.2 * SR), generator=g)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.mix, self.src), batch_size=2)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(self.val_src.sum(1), self.val_src), batch_size=1)
+
+
+def _trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)
+
+
+def test_invalid_monitor_lists_choices():
+    with pytest.raises(ValueError, match=r"optim\.monitor_val='acc'.*loss, sdr"):
+        _module(monitor="acc")
+    assert monitor_spec("loss") == ("val/loss", "min")
+    assert monitor_spec("sdr") == ("val/usdr", "max")
+
+
+def test_configure_optimizers_step_and_plateau():
+    step = _module(
+        scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2, gamma=0.98)
+    )
+    conf = step.configure_optimizers()
+    assert isinstance(conf["optimizer"], torch.optim.Adam)
+    assert conf["optimizer"].param_groups[0]["lr"] == pytest.approx(1e-3)
+    sched = conf["lr_scheduler"]
+    assert isinstance(sched["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert (sched["scheduler"].step_size, sched["scheduler"].gamma) == (2, 0.98)
+    assert sched["interval"] == "epoch" and sched["name"] == "lr"
+
+    plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, factor=0.5, patience=5)
+    for monitor, key, mode in (("loss", "val/loss", "min"), ("sdr", "val/usdr", "max")):
+        conf = _module(monitor=monitor, scheduler=plateau).configure_optimizers()
+        sched = conf["lr_scheduler"]
+        assert sched["monitor"] == key
+        assert sched["scheduler"].mode == mode
+        assert (sched["scheduler"].factor, sched["scheduler"].patience) == (0.5, 5)
+    assert isinstance(_module().configure_optimizers(), torch.optim.Adam)  # no scheduler
+
+
+def test_train_and_validation_steps_log_and_checkpoint_records_network(tmp_path):
+    module = _module(
+        scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    )
+    best, last = checkpoint_paths(tmp_path / "out", "bsrnn-tiny", "bass")
+    trainer = _trainer(
+        tmp_path,
+        enable_checkpointing=True,
+        callbacks=build_callbacks(
+            best_path=best, last_path=last, monitor="loss", patience=3, progress_bar=False
+        ),
+        gradient_clip_val=5.0,
+        logger=build_logger(tmp_path / "tb", "bsrnn-tiny-bass"),
+    )
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    trainer.fit(module, datamodule=_Data())
+    metrics = trainer.callback_metrics
+    for key in ("train/loss", "train/loss_epoch", "val/loss", "val/usdr"):
+        assert key in metrics and torch.isfinite(metrics[key])
+    assert trainer.global_step == 2
+    changed = [k for k, v in module.net.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "training did not update the network"
+    assert best.is_file() and last.is_file()
+    ckpt = read_checkpoint(best)  # loads with weights_only=True
+    assert ckpt["bsrnn_config"] == module.net.config
+    assert all(k.startswith(("net.", "loss.")) for k in ckpt["state_dict"])
+    rebuilt = BSRNN.from_checkpoint(str(best))
+    for key, value in module.net.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[key], value)
+    # StepLR(step 1, gamma 0.5) stepped once at the end of the epoch
+    assert ckpt["lr_schedulers"][0]["_last_lr"][0] == pytest.approx(5e-4)
+
+
+def test_validation_loss_and_sdr_use_the_chunked_whole_track(tmp_path):
+    module = _module()
+    data = _Data()
+    trainer = _trainer(tmp_path, max_epochs=0)
+    trainer.validate(module, datamodule=data, verbose=False)
+    from bsrnn.chunking import separate_in_chunks
+    from bsrnn.metrics import usdr
+
+    mix, src = data.val_src.sum(1), data.val_src
+    with torch.no_grad():
+        est = separate_in_chunks(lambda x: module.net(x).waveforms, mix, SR, segment_len=0.5)
+    ref = src[:, 1:2]
+    assert trainer.callback_metrics["val/usdr"].item() == pytest.approx(
+        usdr(ref, est).mean().item(), abs=1e-4
+    )
+    expected = SeparationLoss("L1", "t+tf")(est, ref).item()
+    assert trainer.callback_metrics["val/loss"].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+    module = _module()
+    trainer = _trainer(tmp_path, limit_val_batches=0)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0, global step 1, batch 1"):
+        trainer.fit(module, datamodule=_Data(nan_batch=1))
+    assert trainer.global_step == 1  # the first (finite) batch was trained, the second not
+
+
+def test_weights_digest_changes_with_weights():
+    net = BSRNN(feature_dim=8, num_repeat=1)
+    digest = WeightsSyncCheck.digest(net)
+    assert digest == WeightsSyncCheck.digest(net)
+    with torch.no_grad():
+        next(net.parameters())[0].add_(1e-6)
+    assert WeightsSyncCheck.digest(net) != digest
+
+
+def test_resolve_resume_path(tmp_path):
+    last = tmp_path / "vocals-last.ckpt"
+    assert resolve_resume_path(None, last) is None
+    assert resolve_resume_path("auto", last) is None
+    with pytest.raises(ValueError, match="checkpoint not found"):
+        resolve_resume_path("last", last)
+    with pytest.raises(ValueError, match="nowhere.ckpt"):
+        resolve_resume_path(str(tmp_path / "nowhere.ckpt"), last)
+    last.write_bytes(b"x")
+    assert resolve_resume_path("auto", last) == last
+    assert resolve_resume_path("last", last) == last
+    best, last2 = checkpoint_paths("out", "bsrnn", "drums")
+    assert (str(best), str(last2)) == ("out/bsrnn/drums.ckpt", "out/bsrnn/drums-last.ckpt")
+    assert (
+        str(checkpoint_paths("out", "bsrnn", "drums", fast_tr=True)[0])
+        == "out/bsrnn/fast_tr/drums.ckpt"
+    )
+
+
+def test_spectrogram_image_layout():
+    t = np.arange(SR) / SR
+    ref = 0.5 * np.sin(2 * np.pi * 440 * t)
+    est = np.zeros_like(ref)
+    img = spectrogram_image(ref, est, n_fft=2048)
+    frames = 1 + SR // 512
+    assert img.shape == (512 + 4 + 512, frames) and img.dtype == np.float32
+    assert img.min() >= 0.0 and img.max() <= 1.0
+    top, line, bottom = img[:512], img[512:516], img[516:]
+    assert np.all(line == 1.0)
+    assert bottom.max() == 0.0  # a silent estimate is black on the reference's scale
+    # 440 Hz is bin 20 of 1025 -> pooled row 10 from the bottom of the reference panel
+    row = int(np.argmax(top.mean(axis=1)))
+    assert 512 - 1 - row == 440 * 2048 // SR // 2
