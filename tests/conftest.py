@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# One torch thread for the whole suite: the models here are tiny, and on a 2-core machine two
+# OpenMP threads stall badly whenever anything else (a data worker, a subprocess) needs a core.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

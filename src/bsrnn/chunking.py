@@ -1,7 +1,8 @@
 """Whole-track separation in chunks, shared by training validation, evaluation and inference.
 
 Two schemes, both accumulating weighted chunk outputs into the result with a running weight
-(memory is bounded by a chunk, not the track; only the chunk moves to the compute device):
+that is normalised as soon as no later chunk reaches a sample (memory beyond the output is
+bounded by a chunk, not the track; only the chunk moves to the compute device):
 
 - linear fader (``hop_size=None``): chunks of ``segment_len * (1 + overlap)`` seconds start
   every ``segment_len`` seconds, so consecutive chunks overlap by ``overlap * segment_len``
@@ -18,13 +19,10 @@ A track no longer than one chunk is separated in one forward pass.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 
 import torch
 from tqdm import tqdm
-
-log = logging.getLogger(__name__)
 
 SeparateFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -37,7 +35,9 @@ def _check_params(
     segment_len: float | None, overlap: float, hop_size: float | None, batch_chunks: int
 ) -> None:
     if segment_len is not None and not segment_len > 0:
-        raise ValueError(f"segment_len must be > 0 seconds (or None: whole track), got {segment_len}")
+        raise ValueError(
+            f"segment_len must be > 0 seconds (or None: whole track), got {segment_len}"
+        )
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if hop_size is not None and not hop_size > 0:
@@ -51,27 +51,31 @@ def _check_params(
         raise ValueError(f"batch_chunks must be >= 1, got {batch_chunks}")
 
 
-def _fader_chunks(n: int, length: int, overlap: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield ``(start, stop, weight [stop - start])`` of the linear fader's chunks."""
+def _fader_spans(n: int, length: int, overlap: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the linear fader's chunks: every ``length - overlap`` samples, the
+    last one cut at ``n`` (it is longer than ``overlap``)."""
     stride = length - overlap
-    starts = list(range(0, max(n - overlap, 1), stride))
-    ramp = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)  # in (0, 1)
-    for i, start in enumerate(starts):
-        stop = min(start + length, n)
-        weight = torch.ones(stop - start)
+    return [(a, min(a + length, n)) for a in range(0, max(n - overlap, 1), stride)]
+
+
+def _fader_weight(i: int, count: int, size: int, overlap: int) -> torch.Tensor:
+    """Weights of chunk ``i`` of ``count`` (``size`` samples): linear ramps over the overlaps
+    with its neighbours, complementary to theirs (they sum to 1)."""
+    weight = torch.ones(size)
+    if overlap > 0:
+        ramp = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)  # in (0, 1)
         if i > 0:
             weight[:overlap] = ramp
-        if i < len(starts) - 1:
-            weight[-overlap:] = 1.0 - ramp if overlap else weight[-overlap:]
-        yield start, stop, weight
+        if i < count - 1:
+            weight[size - overlap :] = 1.0 - ramp
+    return weight
 
 
-def _ola_chunks(n: int, length: int, hop: int) -> Iterator[tuple[int, int]]:
-    """Yield ``(start, stop)`` in track coordinates (may extend past ``[0, n)``) of the
-    overlap-add windows over the track padded with ``length`` zeros at both ends."""
-    for padded_start in range(hop, n + length, hop):  # padded start 0 is all padding
-        start = padded_start - length
-        yield start, start + length
+def _ola_spans(n: int, length: int, hop: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` in track coordinates (may extend past ``[0, n)``) of the overlap-add
+    windows over the track padded with ``length`` zeros at both ends."""
+    # padded start 0 lies wholly in the padding: skipped
+    return [(p - length, p) for p in range(hop, n + length, hop)]
 
 
 def separate_in_chunks(
@@ -118,50 +122,64 @@ def separate_in_chunks(
             return out.to(mixture.device, torch.float32)
 
         if hop_size is None:
-            chunks = [(a, b, w) for a, b, w in _fader_chunks(n, length, fade)]
-        else:
-            scale = float(hop_size) / float(segment_len)
-            chunks = [(a, b, torch.full((b - a,), scale)) for a, b in _ola_chunks(n, length, hop)]
+            spans = _fader_spans(n, length, fade)
 
+            def weight(i: int, size: int) -> torch.Tensor:
+                return _fader_weight(i, len(spans), size, fade)
+
+        else:
+            spans = _ola_spans(n, length, hop)
+            scale = float(hop_size) / float(segment_len)
+
+            def weight(i: int, size: int) -> torch.Tensor:
+                return torch.full((size,), scale)
+
+        groups = list(_groups(spans, int(batch_chunks)))
         out: torch.Tensor | None = None
-        total = torch.zeros(n, dtype=torch.float32)  # summed weights per sample
-        bar = tqdm(total=len(chunks), desc="chunks", unit="chunk", disable=not progress, leave=False)
+        # Running weight: out[..., :done] is final; wsum holds the summed weights from `done` on.
+        done, wsum = 0, torch.zeros(0)
+        bar = tqdm(total=len(spans), desc="chunks", unit="chunk", disable=not progress, leave=False)
         try:
-            for group in _groups(chunks, int(batch_chunks)):
-                seg_len = group[0][1] - group[0][0]
-                pieces = [_crop(mixture, a, b) for a, b, _ in group]
-                x = torch.cat(pieces, dim=0).to(device)  # [k*B, C, t]
-                y = fn(x)
-                _check_output(y, x.shape[0], channels, seg_len)
+            for g, group in enumerate(groups):
+                a0, b0 = spans[group[0]]
+                x = torch.cat([_crop(mixture, *spans[i]) for i in group], dim=0).to(device)
+                y = fn(x)  # [k*B, S, C, t]
+                _check_output(y, x.shape[0], channels, b0 - a0)
                 y = y.to(mixture.device, torch.float32)
                 if out is None:
                     out = torch.zeros(
                         (batch, y.shape[1], channels, n), dtype=torch.float32, device=mixture.device
                     )
-                for k, (a, b, w) in enumerate(group):
+                for k, i in enumerate(group):
+                    a, b = spans[i]
                     lo, hi = max(a, 0), min(b, n)
+                    w = weight(i, b - a)[lo - a : hi - a]
+                    if hi - done > wsum.numel():
+                        wsum = torch.cat([wsum, torch.zeros(hi - done - wsum.numel())])
+                    wsum[lo - done : hi - done] += w
                     part = y[k * batch : (k + 1) * batch, ..., lo - a : hi - a]
-                    wk = w[lo - a : hi - a].to(mixture.device)
-                    out[..., lo:hi].add_(part * wk)
-                    total[lo:hi] += wk.cpu()
+                    out[..., lo:hi].add_(part * w.to(mixture.device))
+                # samples before the next chunk's start receive nothing more: normalise them
+                final = n if g == len(groups) - 1 else max(spans[groups[g + 1][0]][0], 0)
+                if final > done:
+                    norm = wsum[: final - done].clamp_min(torch.finfo(torch.float32).tiny)
+                    out[..., done:final].div_(norm.to(mixture.device))
+                    wsum, done = wsum[final - done :], final
                 bar.update(len(group))
         finally:
             bar.close()
         assert out is not None
-        out.div_(total.clamp_min(torch.finfo(torch.float32).tiny).to(mixture.device))
         return out
 
 
-def _groups(
-    chunks: list[tuple[int, int, torch.Tensor]], size: int
-) -> Iterator[list[tuple[int, int, torch.Tensor]]]:
-    """Consecutive runs of at most ``size`` chunks of equal length."""
-    group: list[tuple[int, int, torch.Tensor]] = []
-    for chunk in chunks:
-        if group and (len(group) == size or chunk[1] - chunk[0] != group[0][1] - group[0][0]):
+def _groups(spans: list[tuple[int, int]], size: int) -> Iterator[list[int]]:
+    """Indices of consecutive runs of at most ``size`` chunks of equal length."""
+    group: list[int] = []
+    for i, (a, b) in enumerate(spans):
+        if group and (len(group) == size or b - a != spans[group[0]][1] - spans[group[0]][0]):
             yield group
             group = []
-        group.append(chunk)
+        group.append(i)
     if group:
         yield group
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,8 @@ class SilentSourceError(ValueError):
 
 
 def normalize_sdr_type(sdr_type: str) -> str:
-    """``usdr``/``global``/``utterance`` -> ``"usdr"``; ``csdr``/``museval``/``chunk`` -> ``"csdr"``."""
+    """Canonical SDR type: ``usdr``/``global``/``utterance`` -> ``"usdr"``;
+    ``csdr``/``museval``/``chunk`` -> ``"csdr"``."""
     key = str(sdr_type).strip().lower()
     if key not in _SDR_TYPES:
         raise ValueError(
@@ -149,9 +151,7 @@ def csdr_frames(
     est = _to_numpy(estimates, "estimates")
     _check_shapes(ref.shape, est.shape, min_dim=3)
     if ref.ndim != 3:
-        raise ValueError(
-            f"expected arrays [sources, channels, samples], got shape {ref.shape}"
-        )
+        raise ValueError(f"expected arrays [sources, channels, samples], got shape {ref.shape}")
     n_src, _, n = ref.shape
     if ref.size == 0:
         raise ValueError(f"empty references/estimates of shape {ref.shape}: nothing to evaluate")
@@ -199,6 +199,57 @@ def csdr(
     """cSDR of one track per source: median over frames of :func:`csdr_frames`, ignoring NaN
     -> float64 ``[sources]`` (NaN for a source whose frames are all NaN)."""
     return median_over_frames(csdr_frames(references, estimates, win=win, hop=hop, names=names))
+
+
+def load_museval_metrics() -> Any:
+    """museval's ``metrics`` module (pure numpy/scipy), loaded from its file so that museval's
+    package import (which needs musdb, stempeg and the ffmpeg programs) is not required.
+
+    Raises ``ImportError`` with an install hint when museval is not installed.
+    """
+    import importlib.util
+    import sys
+
+    if "museval.metrics" in sys.modules:
+        return sys.modules["museval.metrics"]
+    spec = importlib.util.find_spec("museval")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / "metrics.py"
+        if path.is_file():
+            mod_spec = importlib.util.spec_from_file_location("_bsrnn_museval_metrics", path)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+            return module
+    raise ImportError(
+        "museval is not installed (needed for eval.museval_backend=package): "
+        "pip install --no-deps museval==0.4.1 (its bss_eval needs only numpy and scipy)"
+    )
+
+
+def csdr_frames_museval(
+    references: Any, estimates: Any, win: int = 44100, hop: int = 44100
+) -> np.ndarray:
+    """The same as :func:`csdr_frames`, computed by museval's own ``bss_eval`` (slow: it
+    estimates the distortion filters). Arrays ``[sources, channels, samples]``."""
+    metrics = load_museval_metrics()
+    ref = np.swapaxes(_to_numpy(references, "references"), 1, 2)
+    est = np.swapaxes(_to_numpy(estimates, "estimates"), 1, 2)
+    try:
+        sdr = metrics.bss_eval(
+            ref,
+            est,
+            window=int(win),
+            hop=int(hop),
+            compute_permutation=False,
+            framewise_filters=False,
+            bsseval_sources_version=False,
+        )[0]
+    except ValueError as err:
+        if "silent" in str(err) or "all 0s" in str(err) or "non-silent" in str(err):
+            raise SilentSourceError(f"museval refuses the track: {err}") from err
+        raise
+    return np.asarray(sdr, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,11 @@
 """Data: track discovery, activity detection, augmentations, datasets, the DataModule and the
-synthetic stand-in dataset."""
+synthetic stand-in dataset.
+
+``MusdbDataModule`` is imported on first use, so that evaluation and inference, which only
+need track discovery, do not import Lightning.
+"""
+
+from typing import Any
 
 from bsrnn.data.activity import (
     ActivityParams,
@@ -11,7 +17,6 @@ from bsrnn.data.activity import (
     window_activity,
 )
 from bsrnn.data.augment import AUGMENTATIONS, AugmentationParams, SourceAugmenter
-from bsrnn.data.datamodule import MusdbDataModule
 from bsrnn.data.datasets import EpochSampler, TrackDataset, TrainingExamples
 from bsrnn.data.toy import (
     ToyParams,
@@ -58,3 +63,11 @@ __all__ = [
     "track_active_segments",
     "window_activity",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MusdbDataModule":
+        from bsrnn.data.datamodule import MusdbDataModule
+
+        return MusdbDataModule
+    raise AttributeError(f"module 'bsrnn.data' has no attribute {name!r}")
