@@ -14,11 +14,11 @@ epoch (0-based, as Lightning counts), its validation uSDR and loss; it is printe
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,19 +178,13 @@ def _cell(value: Any) -> str:
 
 def write_csv(path: str | os.PathLike, header: list[str], rows: list[list[Any]]) -> Path:
     """Write the table to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows([[_cell(c) for c in row] for row in rows])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from bsrnn.files import write_text_atomic
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows([[_cell(c) for c in row] for row in rows])
+    return write_text_atomic(path, buf.getvalue())
 
 
 def format_table(header: list[str], rows: list[list[Any]]) -> str:

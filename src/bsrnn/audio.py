@@ -8,13 +8,14 @@ so an interrupted run never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from bsrnn.files import atomic_path
 
 
 class AudioError(ValueError):
@@ -71,14 +72,8 @@ def write_audio(
     if audio.ndim != 2:
         raise ValueError(f"expected audio [channels, frames], got shape {audio.shape} for {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, audio.T, int(sample_rate), subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

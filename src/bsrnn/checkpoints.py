@@ -21,7 +21,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import torch
 
+from bsrnn.files import atomic_path
 from bsrnn.model import _CONSTRUCTOR_KEYS, BSRNN
 
 log = logging.getLogger(__name__)
@@ -118,14 +118,8 @@ def save_model(model: BSRNN, path: str | os.PathLike) -> Path:
         "bsrnn_config": model.config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

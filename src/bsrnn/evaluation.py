@@ -19,7 +19,6 @@ import logging
 import math
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bsrnn.audio import read_audio, resample, write_audio
 from bsrnn.data.tracks import Track, discover_tracks
+from bsrnn.files import write_text_atomic
 from bsrnn.metrics import (
     CSDR,
     USDR,
@@ -154,18 +154,6 @@ def score_track(
 # --------------------------------------------------------------------------------------------
 # Per-track results file (resumable)
 # --------------------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fmt(value: float) -> str:
     return "nan" if value is None or math.isnan(value) else repr(float(value))
 
@@ -222,13 +210,13 @@ class ResultsFile:
     def add(self, track: str, scores: Mapping[str, float]) -> None:
         """Record one track and rewrite the file atomically (meta first)."""
         self.rows[track] = {t: float(scores[t]) for t in self.targets}
-        _atomic_write_text(self.meta_path, json.dumps(self.identity, indent=2, sort_keys=True))
+        write_text_atomic(self.meta_path, json.dumps(self.identity, indent=2, sort_keys=True))
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["track", *self.targets])
         for name in sorted(self.rows):
             writer.writerow([name, *(_fmt(self.rows[name][t]) for t in self.targets)])
-        _atomic_write_text(self.path, buf.getvalue())
+        write_text_atomic(self.path, buf.getvalue())
 
 
 def _identity_diff(old: Any, new: Mapping) -> str:
@@ -316,7 +304,7 @@ def update_summary(path: str | os.PathLike, result: EvalResult) -> Path:
     writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_text(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue())
     return path
 
 

@@ -9,7 +9,6 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+
+from bsrnn.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -293,15 +294,7 @@ def _hparam_value(value: Any) -> str | int | float | bool:
 
 def write_yaml(path: Path, data: Any) -> None:
     """Write ``data`` as YAML to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(data, handle, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def spectrogram_image(

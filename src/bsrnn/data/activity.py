@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from bsrnn.audio import read_audio
 from bsrnn.data.tracks import DatasetError, Track
+from bsrnn.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +124,6 @@ def activity_index_path(sad_dir: str | os.PathLike, source: str, split: str) -> 
     return Path(sad_dir) / f"{source}_{split}.csv"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _params_record(params: ActivityParams, sample_rate: int) -> dict:
     return {"sample_rate": int(sample_rate), **{k: v for k, v in asdict(params).items()}}
 
@@ -169,7 +157,7 @@ def build_activity_index(
             rows[source].extend((track.name, a, b) for a, b in segs)
     sad_dir = Path(sad_dir)
     record = json.dumps(_params_record(params, sample_rate), indent=2, sort_keys=True) + "\n"
-    _write_text_atomic(sad_dir / PARAMS_FILE, record)
+    write_text_atomic(sad_dir / PARAMS_FILE, record)
     paths = {}
     for source in sources:
         buf = io.StringIO()
@@ -177,7 +165,7 @@ def build_activity_index(
         writer.writerow(INDEX_HEADER)
         writer.writerows(sorted(rows[source]))
         path = activity_index_path(sad_dir, source, split)
-        _write_text_atomic(path, buf.getvalue())
+        write_text_atomic(path, buf.getvalue())
         n_win = sum(params.n_windows(t.frames, sample_rate) for t in tracks)
         log.info(
             "%s: %d of %d windows active for %s (%s)", path, len(rows[source]), n_win, source, split

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from bsrnn.audio import audio_info, write_audio
 from bsrnn.data.tracks import MIXTURE, MUSDB_STEMS
+from bsrnn.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -566,9 +567,7 @@ def generate_toy_dataset(
         for stem, audio in stems.items():
             write_audio(folder / f"{stem}.wav", audio, sample_rate, subtype="FLOAT")
     record = json.dumps(_params_record(params, sample_rate), indent=2, sort_keys=True) + "\n"
-    tmp = root / f".{PARAMS_FILE}.tmp"
-    tmp.write_text(record, encoding="utf-8")
-    os.replace(tmp, root / PARAMS_FILE)
+    write_text_atomic(root / PARAMS_FILE, record)
     return root
 
 
