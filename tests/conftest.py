@@ -10,7 +10,7 @@ import torch
 
 # One torch thread for the whole suite: the models here are tiny, and on a 2-core machine two
 # OpenMP threads stall badly whenever anything else (a data worker, a subprocess) needs a core.
-torch.set_num_threads(1)
+torch.set_num_threads(1)  # subprocesses get OMP_NUM_THREADS=1 from the tests that start them
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -28,16 +28,6 @@ SR = 44100
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, OpenMP threads waiting for a busy core
-    make the LSTMs many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def load_entry(name: str):
     spec = importlib.util.spec_from_file_location(f"_entry_{name}", REPO / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

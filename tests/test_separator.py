@@ -18,16 +18,6 @@ from bsrnn.separator import Separator, checkpoint_path
 TINY = dict(feature_dim=8, num_repeat=1)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, OpenMP threads waiting for a busy core
-    make the LSTMs many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(target: str) -> BSRNN:
     return BSRNN(target=target, **TINY).eval()
 

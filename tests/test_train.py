@@ -33,15 +33,6 @@ import train as train_script  # noqa: E402
 PYTHON = sys.executable
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the cores are busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> Path:
     """A tiny stand-in dataset: 3 training songs (1 for validation) of 3-3.5 s, 1 test song."""

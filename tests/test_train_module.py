@@ -28,15 +28,6 @@ from bsrnn.training import (
 SR = 44100
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not stall when the cores are busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _module(monitor="loss", scheduler=None, **kwargs) -> BSRNNLitModule:
     torch.manual_seed(0)
     net = BSRNN(target="bass", feature_dim=8, num_repeat=1)
