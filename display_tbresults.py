@@ -171,8 +171,9 @@ def _num(value: Any) -> float:
 
 
 def _cell(value: Any) -> str:
+    """Floats with 4 significant digits (so a learning rate of 5e-4 stays 0.0005)."""
     if isinstance(value, float):
-        return f"{value:.3f}"
+        return f"{value:.4g}"
     return str(value)
 
 
