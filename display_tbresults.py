@@ -154,8 +154,8 @@ def variant_table(
                 *(r.hparams.get(k, "-") for k in varying),
                 mon,
                 epoch,
-                values.get("val/usdr", math.nan),
-                values.get("val/loss", math.nan),
+                Score(values.get("val/usdr", math.nan)),
+                Score(values.get("val/loss", math.nan)),
             ]
         )
     rows.sort(key=lambda row: (row[0].split("/")[0], -_num(row[-2])))
@@ -170,9 +170,14 @@ def _num(value: Any) -> float:
     return -math.inf if math.isnan(v) else v
 
 
+class Score(float):
+    """A validation score: printed with 3 decimals (hyperparameters keep 4 significant digits)."""
+
+
 def _cell(value: Any) -> str:
-    """Floats with 4 significant digits (so a learning rate of 5e-4 stays 0.0005)."""
-    if isinstance(value, float):
+    if isinstance(value, Score):
+        return f"{value:.3f}"
+    if isinstance(value, float):  # so that a learning rate of 5e-4 stays 0.0005
         return f"{value:.4g}"
     return str(value)
 

@@ -195,5 +195,5 @@ def test_small_hyperparameters_keep_their_value():
     # a learning rate of 5e-4 must not print as 0.001 (the two would look like the same run)
     assert dtb._cell(5e-4) == "0.0005"
     assert dtb._cell(2.5e-4) == "0.00025"
-    assert dtb._cell(7.1234) == "7.123"
+    assert dtb._cell(7.1234) == "7.1234"[:5] and dtb._cell(dtb.Score(7.1)) == "7.100"
     assert dtb._cell("lstm") == "lstm"
