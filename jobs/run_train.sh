@@ -21,7 +21,7 @@ fi
 # and is split into overrides below (word splitting on purpose).
 line="$*"
 line=${line//\"/}   # quotes left in by a scheduler that passes the line verbatim
-slug=$(printf '%s' "${line:-default}" | tr ' /=' '_-' | tr -cd '[:alnum:]_.+,-')
+slug=$(printf '%s' "${line:-default}" | tr ',' '+' | tr ' /=' '_-' | tr -cd '[:alnum:]_.+-')
 slug=${slug:-default}
 out_root=${OUT_ROOT:-outputs/variants}
 if [ "${SLUG_DIRS:-1}" = "1" ]; then
