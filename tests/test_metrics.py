@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from bsrnn.metrics import (
     average_over_targets,
     csdr,
     csdr_frames,
+    load_museval_metrics,
     median_over_frames,
     normalize_sdr_type,
     num_frames,
@@ -25,15 +24,10 @@ from bsrnn.metrics import (
 
 def _museval_metrics():
     """museval's metrics.py loaded from its file (the package import needs ffmpeg)."""
-    spec = importlib.util.find_spec("museval")
-    for folder in list(spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "metrics.py"
-        if path.is_file():
-            mod_spec = importlib.util.spec_from_file_location("_test_museval_metrics", path)
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-            return module
-    return None
+    try:
+        return load_museval_metrics()
+    except ImportError:
+        return None
 
 
 MUSEVAL = _museval_metrics()
