@@ -17,6 +17,11 @@ if str(REPO) not in sys.path:
 
 import display_tbresults as dtb  # noqa: E402
 
+# the two runs differ in loss domain and monitor: only those columns, never locations (out_dir)
+VARIANT_HEADER = [
+    "run", "optim.loss_domain", "optim.monitor_val", "monitor", "epoch", "val_usdr", "val_loss",
+]  # fmt: skip
+
 
 def write_run(
     folder: Path,
@@ -74,15 +79,7 @@ def test_variant_table_picks_the_monitored_epoch(tb):
     assert [r.run for r in runs] == ["bsrnn-vocals/version_0", "bsrnn-vocals/version_1"]
     header, rows = dtb.variant_table(runs)
     # only hyperparameters that differ, never locations (out_dir)
-    assert header == [
-        "run",
-        "optim.loss_domain",
-        "optim.monitor_val",
-        "monitor",
-        "epoch",
-        "val_usdr",
-        "val_loss",
-    ]
+    assert header == VARIANT_HEADER
     table = {row[0]: row for row in rows}
     assert table["bsrnn-vocals/version_0"][1:] == [
         "t+tf",
@@ -158,15 +155,7 @@ def test_script_prints_and_writes_the_csv(tb, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].split() == [
-        "run",
-        "optim.loss_domain",
-        "optim.monitor_val",
-        "monitor",
-        "epoch",
-        "val_usdr",
-        "val_loss",
-    ]
+    assert lines[0].split() == VARIANT_HEADER
     assert lines[2].split() == ["bsrnn-vocals/version_1", "t", "sdr", "sdr", "0", "5.000", "0.800"]
     csv_lines = (out / "val_results.csv").read_text().splitlines()
     assert csv_lines[1] == "bsrnn-vocals/version_1,t,sdr,sdr,0,5.000,0.800"
@@ -195,5 +184,6 @@ def test_small_hyperparameters_keep_their_value():
     # a learning rate of 5e-4 must not print as 0.001 (the two would look like the same run)
     assert dtb._cell(5e-4) == "0.0005"
     assert dtb._cell(2.5e-4) == "0.00025"
-    assert dtb._cell(7.1234) == "7.1234"[:5] and dtb._cell(dtb.Score(7.1)) == "7.100"
+    assert dtb._cell(7.1234) == "7.123"
+    assert dtb._cell(dtb.Score(7.1)) == "7.100"
     assert dtb._cell("lstm") == "lstm"
