@@ -15,11 +15,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from bsrnn.errors import AudioError
 from bsrnn.files import atomic_path
 
-
-class AudioError(ValueError):
-    """A file that cannot be read as audio, or a request outside the file."""
+__all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "resample", "write_audio"]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from bsrnn.errors import CheckpointError
 from bsrnn.files import atomic_path
 from bsrnn.model import _CONSTRUCTOR_KEYS, BSRNN
 
@@ -49,10 +50,6 @@ _REFERENCE_DEFAULTS: dict[str, Any] = dict(
     attn_enc_dim=20,
     eps=1e-7,
 )
-
-
-class CheckpointError(ValueError):
-    """A file that is missing, unsafe, or not a BSRNN checkpoint."""
 
 
 def _safe_globals() -> list[Any]:

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bsrnn.errors import SilentSourceError
+
 USDR = "usdr"
 CSDR = "csdr"
 _SDR_TYPES = {
@@ -43,10 +45,6 @@ _SDR_TYPES = {
     "museval": CSDR,
     "chunk": CSDR,
 }
-
-
-class SilentSourceError(ValueError):
-    """A whole reference or estimated source is silent: museval's bss_eval refuses the track."""
 
 
 def normalize_sdr_type(sdr_type: str) -> str:

@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from bsrnn.errors import ConfigError, NonFiniteLossError  # noqa: F401  (re-exported)
 from bsrnn.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,6 @@ MONITORS: dict[str, tuple[str, str]] = {"loss": ("val/loss", "min"), "sdr": ("va
 
 #: Config keys that say where things go, not what is trained (left out of variant tables).
 LOCATION_KEYS = ("out_dir", "tb_dir", "tb_version", "data_dir", "ckpt_path")
-
-
-class ConfigError(ValueError):
-    """An invalid training option, found before anything is built or run."""
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the epoch and step."""
 
 
 def monitor_spec(monitor: str) -> tuple[str, str]:

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bsrnn.audio import AudioError, audio_info
+from bsrnn.audio import audio_info
+from bsrnn.errors import AudioError, DatasetError
 
 MIXTURE = "mixture"
 MUSDB_STEMS: tuple[str, ...] = ("vocals", "bass", "drums", "other")
@@ -35,10 +36,6 @@ MUSDB_VALIDATION_TRACKS: tuple[str, ...] = (
     "Meaxic - Take A Step",
     "Traffic Experiment - Sirens",
 )
-
-
-class DatasetError(ValueError):
-    """A dataset (or activity index) that is missing, incomplete or inconsistent."""
 
 
 @dataclass(frozen=True)
