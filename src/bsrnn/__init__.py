@@ -1,6 +1,6 @@
 """bsrnn: Band-Split RNN music source separation."""
 
-from bsrnn.model import BSRNN, ModelOutput
+from bsrnn.models import BSRNN, BSRNNConfig, ModelOutput, build_model
 
-__all__ = ["BSRNN", "ModelOutput"]
-__version__ = "0.1.0"
+__all__ = ["BSRNN", "BSRNNConfig", "ModelOutput", "build_model"]
+__version__ = "0.2.0"

@@ -20,6 +20,17 @@ BAND_LAYOUTS: dict[str, tuple[tuple[int, float], ...]] = {
 
 TARGETS: tuple[str, ...] = tuple(BAND_LAYOUTS)
 
+#: The finer layout shared by all targets (57 bands at 44.1 kHz): used by multi-target models
+#: and by single-target ones with ``joint_bandsplit``.
+JOINT_LAYOUT: tuple[tuple[int, float], ...] = (
+    (20, 50),
+    (10, 100),
+    (8, 250),
+    (8, 500),
+    (8, 1000),
+    (2, 2000),
+)
+
 
 def hz_to_bins(width_hz: float, sample_rate: int, n_bins: int) -> int:
     """Width in bins of a band ``width_hz`` wide, on a one-sided spectrum of ``n_bins`` bins."""

@@ -1,0 +1,27 @@
+"""Separation networks: the model interface, the architectures and their registry."""
+
+from bsrnn.models.base import ModelConfig, ModelOutput, SeparationModel, count_parameters
+from bsrnn.models.bsrnn import BSRNN, BSRNNConfig
+from bsrnn.models.registry import (
+    ARCHITECTURES,
+    Architecture,
+    arch_name,
+    architecture,
+    build_model,
+    model_config,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "BSRNN",
+    "Architecture",
+    "BSRNNConfig",
+    "ModelConfig",
+    "ModelOutput",
+    "SeparationModel",
+    "arch_name",
+    "architecture",
+    "build_model",
+    "count_parameters",
+    "model_config",
+]

@@ -1,0 +1,195 @@
+"""What every separation network offers: the interface separation, evaluation, training and
+checkpoints work from, and the typed config each architecture declares its options in.
+
+A network ``model`` is an ``nn.Module`` with
+
+* ``model.config``: a frozen :class:`ModelConfig` dataclass, the single source of its options,
+  defaults and validation (``type(config).from_mapping(preset)`` builds it from a ``src_mod``
+  preset; ``config.to_dict()`` is what checkpoints store);
+* ``model.targets``: the stems it produces, in output order; ``model.sample_rate``;
+* ``model(mixture [B, C, samples])`` -> :class:`ModelOutput` with ``waveforms``
+  ``[B, S, C, samples]`` and complex ``stfts`` ``[B, S, C, F, frames]``, ``S = len(targets)``.
+
+Only torch is needed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bsrnn.errors import ConfigError
+
+#: Keys of a ``src_mod`` preset that describe the run, not the network.
+PRESET_KEYS = ("arch", "name")
+
+
+class ModelOutput(dict):
+    """A network's output: ``waveforms`` [B, S, C, samples] and complex ``stfts``
+    [B, S, C, F, frames]; reachable as keys or attributes."""
+
+    @property
+    def waveforms(self) -> torch.Tensor:
+        return self["waveforms"]
+
+    @property
+    def stfts(self) -> torch.Tensor:
+        return self["stfts"]
+
+
+def _check_type(where: str, value: Any, hint: Any) -> Any:
+    """``value`` checked (and int -> float widened) against a simple annotation."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(where, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"invalid {where}={value!r}: expected {_describe(hint)}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:  # containers are checked by the config's own __post_init__
+        return value
+    raise ConfigError(f"invalid {where}={value!r}: expected {_describe(hint)}")
+
+
+def _describe(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if args:
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Options every architecture has. Subclasses add their own fields (with defaults) and
+    checks (``__post_init__`` calling ``super().__post_init__()``).
+
+    ``targets``: the stems the network produces, in output order.
+    """
+
+    targets: tuple[str, ...] = ("vocals",)
+    sample_rate: int = 44100
+
+    #: The ``src_mod`` prefix used in error messages.
+    where: ClassVar[str] = "src_mod"
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            if f.name == "targets":
+                continue
+            value = _check_type(f"{self.where}.{f.name}", getattr(self, f.name), hints[f.name])
+            object.__setattr__(self, f.name, value)
+        targets = self.targets
+        if isinstance(targets, str):
+            targets = (targets,)
+        targets = tuple(targets or ())
+        if not targets or not all(isinstance(t, str) and t for t in targets):
+            raise ConfigError(f"invalid {self.where}.targets={list(targets)!r}: expected names")
+        if len(set(targets)) != len(targets):
+            raise ConfigError(f"{self.where}.targets={list(targets)} names a target twice")
+        object.__setattr__(self, "targets", targets)
+        if self.sample_rate < 1:
+            raise ConfigError(f"invalid {self.where}.sample_rate={self.sample_rate}")
+
+    @classmethod
+    def options(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every option with its default (plain values): the base of the Hydra presets."""
+        return _plain(
+            {
+                f.name: f.default
+                for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING
+            }
+        )
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> ModelConfig:
+        """Build from a ``src_mod`` preset (plain mapping). ``target: X`` is shorthand for
+        ``targets: [X]``; ``arch``/``name`` are ignored; an unknown key is a ConfigError."""
+        data = {k: v for k, v in dict(options).items() if k not in PRESET_KEYS}
+        target = data.pop("target", None)
+        if target is not None:
+            targets = data.get("targets")
+            if targets is not None and list(targets) != [target]:
+                raise ConfigError(
+                    f"{cls.where}.target={target!r} and {cls.where}.targets={list(targets)} "
+                    "disagree: set one of them (target: one stem; targets: several)"
+                )
+            data["targets"] = [target]
+        valid = cls.options()
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"unknown model option(s) {', '.join(f'{cls.where}.{k}' for k in unknown)}: "
+                f"valid options are target, {', '.join(valid)}"
+            )
+        if isinstance(data.get("targets"), list | tuple):
+            data["targets"] = tuple(data["targets"])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists, not tuples): what checkpoints store."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class SeparationModel(nn.Module):
+    """Base of every architecture: ``config``, ``targets``, ``sample_rate``; subclasses
+    implement ``forward(mixture [B, C, samples]) -> ModelOutput``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"expected a ModelConfig, got {type(config).__name__}")
+        self.config = config
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.config.targets)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config.sample_rate)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (a tied parameter counts once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
