@@ -2,49 +2,56 @@
 
     python inference.py +file_path=path/to/my/file.wav +rec_dir=dir/to/record/estimates
     python inference.py +file_path=song.flac +rec_dir=out offset=30 max_len=10 targets=[vocals,bass]
+    python inference.py +file_path=song.wav +rec_dir=out src_mod=simo-bsrnn eval.precision=bf16
 
 Writes <rec_dir>/<target>.wav at the file's sample rate, channel count and length.
-Checkpoints: <out_dir>/<src_mod.name>/<target>.ckpt.
+Checkpoints: <out_dir>/<src_mod.name>/<target>.ckpt (separator.ckpt for a multi-target preset).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from bsrnn.cli import plain, register_model_schemas, run_entry
 
 log = logging.getLogger("inference")
+register_model_schemas()
 
 
 def run(cfg: DictConfig) -> dict:
     import torch
 
+    from bsrnn.chunking import ChunkSettings
+    from bsrnn.errors import ConfigError
+    from bsrnn.evaluation import EvalSettings
+    from bsrnn.runtime import set_num_threads
     from bsrnn.separator import Separator, file_range, separate_file
 
     for key in ("file_path", "rec_dir"):
         if cfg.get(key) is None:
-            raise ValueError(
+            raise ConfigError(
                 f"missing +{key}=...: usage: python inference.py "
                 "+file_path=path/to/my/file.wav +rec_dir=dir/to/record/estimates"
             )
     offset = float(cfg.get("offset") or 0.0)
     max_len = None if cfg.get("max_len") is None else float(cfg.max_len)
     file_range(str(cfg.file_path), offset, max_len)  # check the input before loading models
-    ev = cfg.eval
+    eval_cfg = plain(cfg.eval)
+    settings = EvalSettings.from_mapping(eval_cfg)
+    set_num_threads(settings.num_threads)
     if cfg.get("seed") is not None:
         torch.manual_seed(int(cfg.seed))
     separator = Separator.from_dir(
         f"{cfg.out_dir}/{cfg.src_mod.name}",
         list(cfg.targets),
-        allow_random=bool(ev.get("allow_random_weights", False)),
-        model_config=OmegaConf.to_container(cfg.src_mod, resolve=True),
-        segment_len=ev.segment_len,
-        overlap=float(ev.overlap),
-        hop_size=ev.hop_size,
-        device=ev.get("device", "auto"),
-        batch_chunks=ev.get("batch_chunks"),
+        model_options=plain(cfg.src_mod),
+        allow_random=settings.allow_random_weights,
+        chunking=ChunkSettings.from_mapping(eval_cfg),
+        device=settings.device,
+        precision=settings.precision,
     )
     written = separate_file(
         separator,
@@ -52,7 +59,7 @@ def run(cfg: DictConfig) -> dict:
         str(cfg.rec_dir),
         offset=offset,
         max_len=max_len,
-        progress=bool(ev.get("progress", True)),
+        progress=settings.progress,
     )
     for target, path in written.items():
         log.info("%s -> %s", target, path)
@@ -61,15 +68,7 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    from bsrnn.audio import AudioError
-    from bsrnn.checkpoints import CheckpointError
-
-    try:
-        run(cfg)
-    except (CheckpointError, AudioError, ValueError) as err:
-        log.debug("inference failed", exc_info=True)
-        log.error("inference failed: %s", err)
-        sys.exit(1)
+    run_entry("inference.py", lambda: run(cfg))
 
 
 if __name__ == "__main__":

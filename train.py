@@ -1,26 +1,29 @@
-"""Train one BSRNN target network.
+"""Train a separation network: one target (``src_mod.target``) or several (SIMO presets).
 
-    python train.py                                    # vocals, default settings
+    python train.py                                    # vocals, bsrnn, activity-detected segments
     python train.py fast_tr=True                       # overfit one batch (debugging)
     python train.py optim.loss_domain=t+tf src_mod.num_repeat=10
     python train.py -m src_mod.target=vocals,bass,drums,other
+    python train.py src_mod=simo-bsrnn                 # one model for the four stems
     python train.py ckpt_path=outputs/bsrnn/vocals.ckpt   # resume (or ckpt_path=last / auto)
 
-The best checkpoint (by ``optim.monitor_val``) goes to ``<out_dir>/<src_mod.name>/<target>.ckpt``
-and the last one beside it as ``<target>-last.ckpt``; TensorBoard logs to
-``<tb_dir>/<src_mod.name>-<target>/version_<N>``.
+The best checkpoint (by ``optim.monitor_val``) goes to ``<out_dir>/<src_mod.name>/<stem>.ckpt``
+and the last one beside it as ``<stem>-last.ckpt`` (``stem``: the target, or ``separator`` for a
+model of several targets); TensorBoard logs to ``<tb_dir>/<src_mod.name>-<stem>/version_<N>``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from bsrnn.cli import plain, register_model_schemas, run_entry
+
 log = logging.getLogger("train")
+register_model_schemas()
 
 
 def _run_info() -> tuple[list[str], dict[str, Any], bool]:
@@ -35,113 +38,127 @@ def _run_info() -> tuple[list[str], dict[str, Any], bool]:
     return list(hc.overrides.task), dict(choices), hc.mode == RunMode.MULTIRUN
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Fail before anything is built when an option is invalid, listing the valid choices."""
-    from bsrnn.losses import LOSS_DOMAINS, LOSS_TYPES
-    from bsrnn.model import LAYER_TYPES
-    from bsrnn.training import MONITORS, ConfigError
+def _instantiate(node: Any, key: str) -> Any:
+    """``hydra.utils.instantiate`` with a ConfigError naming the config key on failure."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
 
-    sources = list(cfg.sources)
-    checks = [
-        ("src_mod.target", cfg.src_mod.target, sources),
-        ("src_mod.time_layer", cfg.src_mod.time_layer, LAYER_TYPES),
-        ("src_mod.band_layer", cfg.src_mod.band_layer, LAYER_TYPES),
-        ("optim.loss_type", cfg.optim.loss_type, LOSS_TYPES),
-        ("optim.loss_domain", cfg.optim.loss_domain, LOSS_DOMAINS),
-        ("optim.monitor_val", cfg.optim.monitor_val, tuple(MONITORS)),
-    ]
-    for key, value, valid in checks:
-        if value not in valid:
-            raise ConfigError(f"invalid {key}={value!r}: expected one of {', '.join(valid)}")
-    for key in ("max_epochs", "patience"):
-        value = cfg.optim[key]
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"invalid optim.{key}={value!r}: expected a positive integer")
-    if cfg.get("scheduler") is not None and "_target_" not in cfg.scheduler:
-        raise ConfigError("invalid scheduler: expected a config group choice (step or plateau)")
+    from bsrnn.errors import ConfigError
+
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        raise ConfigError(f"cannot build {key}: {err}") from None
+
+
+def scaled_lr(lr: float, batch_size: int, world_size: int, accumulate: int) -> float:
+    """The reference's rule: ``lr * batch_size * devices * accumulate / 16`` (devices >= 1)."""
+    return float(lr) * int(batch_size) * max(1, int(world_size)) * int(accumulate) / 16.0
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg`` and fit; returns the checkpoint paths and final metrics."""
     import lightning.pytorch as L
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+    import torch
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from bsrnn import BSRNN
-    from bsrnn.lit_module import BSRNNLitModule
-    from bsrnn.losses import SeparationLoss
-    from bsrnn.training import (
-        ConfigError,
+    from bsrnn.callbacks import (
         RunRecorder,
         build_callbacks,
         build_logger,
-        checkpoint_paths,
+        monitor_spec,
         read_resume_info,
-        resolve_resume_path,
         route_lightning_logs_to_root,
     )
+    from bsrnn.checkpoints import load_model
+    from bsrnn.chunking import ChunkSettings
+    from bsrnn.data import DataSettings, MusdbDataModule
+    from bsrnn.errors import ConfigError
+    from bsrnn.lit_module import SeparationLitModule
+    from bsrnn.losses import SeparationLoss
+    from bsrnn.models import build_model
+    from bsrnn.paths import checkpoint_path, last_checkpoint_path, model_dir, resolve_resume_path
+    from bsrnn.runtime import training_precision
 
     route_lightning_logs_to_root()
-    validate_config(cfg)
-    target, name = str(cfg.src_mod.target), str(cfg.src_mod.name)
-    best_path, last_path = checkpoint_paths(cfg.out_dir, name, target, fast_tr=bool(cfg.fast_tr))
+    net = build_model(plain(cfg.src_mod))
+    data = DataSettings.from_mapping(plain(cfg.dset))
+    monitor = str(cfg.optim.monitor_val)
+    monitor_spec(monitor)
+    for key in ("max_epochs", "patience"):
+        value = cfg.optim[key]
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"invalid optim.{key}={value!r}: expected a positive integer")
+    name, targets = str(cfg.src_mod.name), list(net.targets)
+    folder = model_dir(cfg.out_dir, name, fast_tr=bool(cfg.fast_tr))
+    best_path, last_path = checkpoint_path(folder, targets), last_checkpoint_path(folder, targets)
+    run_name = f"{name}-{best_path.stem}"
     resume = resolve_resume_path(cfg.get("ckpt_path"), last_path)
-    tb_version = cfg.get("tb_version")
+    tb_version, resume_kind = cfg.get("tb_version"), None
     if resume is not None:
-        previous = read_resume_info(resume)
-        if tb_version is None and previous.get("name") == f"{name}-{target}":
+        resume_kind, previous = read_resume_info(resume)
+        if tb_version is None and previous.get("name") == run_name:
             tb_version = previous.get("version")  # continue the same TensorBoard run
-        log.info("resuming from %s", resume)
 
     L.seed_everything(int(cfg.seed), workers=True)
-    src_mod = OmegaConf.to_container(cfg.src_mod, resolve=True)
-    eval_cfg = cfg.get("eval") or {}
-    try:
-        net = BSRNN.from_config(src_mod)
-        loss = SeparationLoss(
-            loss_type=str(cfg.optim.loss_type),
-            domain=str(cfg.optim.loss_domain),
-            n_fft=int(cfg.src_mod.n_fft),
-            n_hop=int(cfg.src_mod.n_hop),
+    if resume_kind == "weights":  # e.g. a checkpoint published by the reference
+        source = load_model(resume)
+        if source.config != net.config:
+            raise ConfigError(
+                f"ckpt_path={resume} holds a {source.config} network, but src_mod describes "
+                f"{net.config}: choose the matching preset and options"
+            )
+        net.load_state_dict(source.state_dict())
+        log.info(
+            "initialised the network from %s (its optimizer and scheduler state is not carried "
+            "over; training starts at epoch 0)",
+            resume,
         )
-        optimizer = instantiate(cfg.optim.optimizer)
-        scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") is not None else None
-        module = BSRNNLitModule(
-            net,
-            loss,
-            optimizer,
-            scheduler,
-            target_index=list(cfg.sources).index(target),
-            monitor=str(cfg.optim.monitor_val),
-            sample_rate=int(cfg.sample_rate),
-            eval_segment_len=eval_cfg.get("segment_len", 10.0),
-            eval_overlap=float(eval_cfg.get("overlap", 0.1)),
-            eval_hop_size=eval_cfg.get("hop_size", None),
-            eval_batch_chunks=eval_cfg.get("batch_chunks", None),
-        )
-        datamodule = instantiate(cfg.dset, target=target, fast_tr=bool(cfg.fast_tr))
-    except (ValueError, TypeError, InstantiationException) as err:
-        raise ConfigError(str(err)) from err
+        resume = None
+    loss = SeparationLoss(
+        loss_type=str(cfg.optim.loss_type),
+        domain=str(cfg.optim.loss_domain),
+        n_fft=int(getattr(net.config, "n_fft", 2048)),
+        n_hop=int(getattr(net.config, "n_hop", 512)),
+    )
+    optimizer = _instantiate(cfg.optim.optimizer, "optim.optimizer")
+    scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
+    module = SeparationLitModule(
+        net,
+        loss,
+        optimizer,
+        scheduler,
+        monitor=monitor,
+        chunking=ChunkSettings.from_mapping(plain(cfg.eval)),
+        val_loss=str(cfg.optim.get("val_loss", "chunks")),
+    )
+    datamodule = MusdbDataModule(data, targets=targets, fast_tr=bool(cfg.fast_tr))
 
     overrides, choices, multirun = _run_info()
-    recorder = RunRecorder(
-        OmegaConf.to_container(cfg, resolve=True), overrides=overrides, choices=choices
-    )
+    recorder = RunRecorder(plain(cfg), overrides=overrides, choices=choices)
     callbacks = build_callbacks(
         best_path=best_path,
         last_path=last_path,
-        monitor=str(cfg.optim.monitor_val),
+        monitor=monitor,
         patience=int(cfg.optim.patience),
         progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)),
         recorder=recorder,
     )
-    logger = build_logger(cfg.tb_dir, f"{name}-{target}", version=tb_version)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        logger=logger,
-        callbacks=callbacks,
-        overfit_batches=1 if cfg.fast_tr else 0.0,
-    )
+    logger = build_logger(cfg.tb_dir, run_name, version=tb_version)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    trainer_cfg["precision"] = training_precision(trainer_cfg.get("precision", 32), accelerator)
+    try:
+        trainer = L.Trainer(
+            **{k: v for k, v in trainer_cfg.items() if k != "_target_"},
+            logger=logger,
+            callbacks=callbacks,
+            overfit_batches=1 if cfg.fast_tr else 0.0,
+        )
+    except MisconfigurationException as err:
+        raise ConfigError(f"invalid trainer settings: {err}") from None
     env = getattr(trainer.strategy, "cluster_environment", None)
     if multirun and trainer.world_size > 1 and env is not None:
         if not env.creates_processes_externally:
@@ -150,7 +167,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "would re-run the whole sweep): run one job per setting (jobs/params.txt), "
                 "use trainer.devices=1, or launch with torchrun/srun (jobs/README.md)"
             )
+    if bool(cfg.optim.get("scale_lr", False)):
+        lr = scaled_lr(
+            cfg.optim.lr, data.batch_size, trainer.world_size, cfg.optim.accumulate_grad_batches
+        )
+        module.optimizer_factory.keywords["lr"] = lr
+        log.info("optim.scale_lr: lr %.3g -> %.3g (batch %d x %d devices x %d accumulated / 16)",
+                 cfg.optim.lr, lr, data.batch_size, trainer.world_size,
+                 cfg.optim.accumulate_grad_batches)  # fmt: skip
     if trainer.is_global_zero:
+        log.info("model %s: targets %s", name, ", ".join(targets))
         log.info("checkpoints: %s (best), %s (last)", best_path, last_path)
         log.info("TensorBoard: %s", logger.log_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
@@ -171,23 +197,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "log_dir": logger.log_dir,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
+        "lr": module.optimizer_factory.keywords.get("lr"),
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    from bsrnn.audio import AudioError
-    from bsrnn.checkpoints import CheckpointError
-    from bsrnn.data import DatasetError
-    from bsrnn.training import ConfigError, NonFiniteLossError
-
-    try:
-        train(cfg)
-    except (ConfigError, NonFiniteLossError, DatasetError, CheckpointError, AudioError) as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        raise SystemExit(f"train.py: {err}") from None
+    run_entry("train.py", lambda: train(cfg))
 
 
 if __name__ == "__main__":

@@ -1,27 +1,24 @@
 """Test-set evaluation: separate every track, score it (uSDR or cSDR), keep results resumable.
 
-Per-track scores go to a CSV (``track`` + one column per target), rewritten atomically after each
-track; a JSON file beside it records the configuration that produced them (model, targets,
-checkpoint digests, chunking and metric settings), so an interrupted run resumes where it stopped
-and a different configuration never mixes with old rows. The aggregate (mean over tracks for
-uSDR, median for cSDR; then the average over targets) is written to a summary CSV with one row
-per model.
+:class:`EvalSettings` holds every evaluation option (the ``eval`` config group, less the chunking
+values that :class:`~bsrnn.chunking.ChunkSettings` holds), each with its one default.
+:func:`run_evaluation` separates the tracks with a :class:`~bsrnn.separator.Separator` (or takes
+the mixture as every estimate: the baseline), scores them, and records them in the resumable
+files of :mod:`bsrnn.results`.
+
+By default the separated mixture is the sum of the stems, as the reference does
+(``dset.mixture=file`` reads ``mixture.wav`` instead; the two differ on some MUSDB18-HQ tracks).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
-import csv
-import hashlib
-import io
-import json
 import logging
-import math
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,28 +27,102 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bsrnn.audio import read_audio, resample, write_audio
-from bsrnn.data.tracks import Track, discover_tracks
-from bsrnn.files import write_text_atomic
+from bsrnn.audio import resample, write_audio
+from bsrnn.chunking import ChunkSettings
+from bsrnn.data import DataSettings, Track, read_track_audio
+from bsrnn.errors import ConfigError, SilentSourceError
 from bsrnn.metrics import (
-    CSDR,
     USDR,
-    SilentSourceError,
-    aggregate_tracks,
-    average_over_targets,
     csdr_frames,
     csdr_frames_museval,
     median_over_frames,
     normalize_sdr_type,
     usdr,
 )
-from bsrnn.separator import Separator, checkpoint_path
+from bsrnn.paths import checkpoint_path
+from bsrnn.results import EvalResult, ResultsFile, file_digest, update_summary
+from bsrnn.runtime import set_num_threads
+from bsrnn.separator import Separator
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("fast", "package")
 BASELINES = ("mixture",)
-SDR_LABELS = {USDR: "uSDR", CSDR: "cSDR"}
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalSettings:
+    """Every evaluation option (config group ``eval``), with its one default.
+
+    Scoring: ``sdr_type`` ``usdr``/``csdr`` (synonyms accepted), the cSDR window and hop in
+    seconds, ``museval_backend`` ``fast`` (exact, without the distortion filters) or
+    ``package`` (museval's own bss_eval, slow); ``strict``: a track museval refuses (a silent
+    source) is an error instead of being excluded (and listed) from the aggregate.
+    Running: ``device``, ``precision`` (``fp32``/``bf16``), ``num_threads`` (null: all
+    physical cores), ``num_workers`` processes over tracks, ``progress`` bars.
+    What: ``subset`` of the dataset, ``baseline`` (null: the model; ``mixture``: the mixture as
+    every estimate), ``allow_random_weights`` (pipeline checks only), ``rec_dir`` (write the
+    estimates), ``resume`` (skip tracks already scored), ``verbose_per_track``.
+    """
+
+    sdr_type: str = USDR
+    sdr_win: float = 1.0
+    sdr_hop: float = 1.0
+    museval_backend: str = "fast"
+    strict: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
+    num_threads: int | None = None
+    num_workers: int = 0
+    progress: bool = True
+    subset: str = "test"
+    baseline: str | None = None
+    allow_random_weights: bool = False
+    rec_dir: str | None = None
+    resume: bool = True
+    verbose_per_track: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "sdr_type", normalize_sdr_type(self.sdr_type))
+        except ValueError as err:
+            raise ConfigError(f"eval.{err}") from None
+        if self.museval_backend not in BACKENDS:
+            raise ConfigError(
+                f"unknown eval.museval_backend={self.museval_backend!r}: expected one of "
+                f"{', '.join(BACKENDS)}"
+            )
+        if not (self.sdr_win > 0 and self.sdr_hop > 0):
+            raise ConfigError(
+                f"eval.sdr_win and eval.sdr_hop must be > 0 seconds, got {self.sdr_win}, "
+                f"{self.sdr_hop}"
+            )
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise ConfigError(
+                f"unknown eval.baseline={self.baseline!r}: expected null or {', '.join(BASELINES)}"
+            )
+        if self.num_workers < 0 or (self.num_threads is not None and self.num_threads < 0):
+            raise ConfigError(
+                f"eval.num_workers={self.num_workers} and eval.num_threads={self.num_threads} "
+                "must be >= 0"
+            )
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> EvalSettings:
+        """From the ``eval`` config (its chunking keys belong to ChunkSettings)."""
+        known = {f.name for f in fields(cls)}
+        chunk_keys = set(ChunkSettings.config_keys())
+        data = dict(mapping)
+        unknown = sorted(set(data) - known - chunk_keys)
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {', '.join(f'eval.{k}' for k in unknown)}; valid: "
+                f"{', '.join(sorted(known | chunk_keys))}"
+            )
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,40 +171,19 @@ def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Scoring one track
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ScoreSettings:
-    """How a track is scored: ``sdr_type`` ``usdr``/``csdr`` (synonyms accepted), the cSDR window
-    and hop in seconds, and its ``backend``: ``fast`` (exact, without the distortion filters) or
-    ``package`` (museval's own bss_eval, slow)."""
-
-    sdr_type: str = USDR
-    sdr_win: float = 1.0
-    sdr_hop: float = 1.0
-    backend: str = "fast"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sdr_type", normalize_sdr_type(self.sdr_type))
-        if self.backend not in BACKENDS:
-            raise ValueError(
-                f"unknown museval_backend {self.backend!r}: expected one of {', '.join(BACKENDS)}"
-            )
-        if not (self.sdr_win > 0 and self.sdr_hop > 0):
-            raise ValueError(
-                f"sdr_win and sdr_hop must be > 0 seconds, got {self.sdr_win}, {self.sdr_hop}"
-            )
-
-
 def score_track(
     references: np.ndarray,
     estimates: np.ndarray,
     sample_rate: int,
-    settings: ScoreSettings,
+    settings: EvalSettings,
     names: Sequence[str] | None = None,
+    track: str = "track",
 ) -> np.ndarray:
     """SDR per source of one track, float64 ``[S]``; arrays ``[S, C, T]``.
 
     cSDR evaluates all sources jointly (museval's semantics). A track with a wholly silent
-    source has no cSDR (museval refuses it): NaN for every source, with a warning.
+    source has no cSDR (museval refuses it): NaN for every source with a warning (the results
+    list the track as excluded), or a SilentSourceError with ``settings.strict``.
     """
     estimates = _fit_length(estimates, references.shape[-1])
     if settings.sdr_type == USDR:
@@ -141,200 +191,46 @@ def score_track(
     win = int(settings.sdr_win * sample_rate)
     hop = int(settings.sdr_hop * sample_rate)
     try:
-        if settings.backend == "package":
+        if settings.museval_backend == "package":
             frames = csdr_frames_museval(references, estimates, win=win, hop=hop)
         else:
             frames = csdr_frames(references, estimates, win=win, hop=hop, names=names)
     except SilentSourceError as err:
-        log.warning("no cSDR for this track: %s", err)
+        if settings.strict:
+            raise SilentSourceError(f"{track}: {err} (eval.strict=true)") from None
+        log.warning("%s: excluded from the cSDR: %s", track, err)
         return np.full(references.shape[0], np.nan)
     return median_over_frames(frames)
 
 
 # --------------------------------------------------------------------------------------------
-# Per-track results file (resumable)
-# --------------------------------------------------------------------------------------------
-def _fmt(value: float) -> str:
-    return "nan" if value is None or math.isnan(value) else repr(float(value))
-
-
-class ResultsFile:
-    """Per-track scores in ``path`` (CSV: ``track``, targets...) plus ``<stem>.meta.json``
-    holding the configuration identity they belong to."""
-
-    def __init__(self, path: str | os.PathLike, targets: Sequence[str], identity: Mapping) -> None:
-        self.path = Path(path)
-        self.meta_path = self.path.with_name(self.path.stem + ".meta.json")
-        self.targets = list(targets)
-        self.identity = json.loads(json.dumps(dict(identity), sort_keys=True, default=str))
-        self.rows: dict[str, dict[str, float]] = {}
-
-    def load(self, resume: bool = True) -> dict[str, dict[str, float]]:
-        """Read back rows written by a previous run with the same identity; otherwise start
-        over (an old file of another configuration is kept as ``*.old``)."""
-        self.rows = {}
-        if not self.path.exists():
-            return self.rows
-        old_identity = None
-        if self.meta_path.exists():
-            try:
-                old_identity = json.loads(self.meta_path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                old_identity = None
-        if not resume or old_identity != self.identity:
-            if resume:
-                diff = _identity_diff(old_identity, self.identity)
-                log.warning(
-                    "%s holds results of another configuration (differs in: %s): starting over; "
-                    "the old file is kept as %s.old",
-                    self.path,
-                    diff,
-                    self.path.name,
-                )
-            os.replace(self.path, self.path.with_name(self.path.name + ".old"))
-            return self.rows
-        with self.path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                try:
-                    self.rows[row["track"]] = {t: float(row[t]) for t in self.targets}
-                except (KeyError, TypeError, ValueError) as err:
-                    raise ValueError(
-                        f"{self.path}: unreadable row {row!r} ({err}); "
-                        "delete the file to start over"
-                    ) from err
-        if self.rows:
-            log.info("resuming: %d track(s) already evaluated in %s", len(self.rows), self.path)
-        return self.rows
-
-    def add(self, track: str, scores: Mapping[str, float]) -> None:
-        """Record one track and rewrite the file atomically (meta first)."""
-        self.rows[track] = {t: float(scores[t]) for t in self.targets}
-        write_text_atomic(self.meta_path, json.dumps(self.identity, indent=2, sort_keys=True))
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["track", *self.targets])
-        for name in sorted(self.rows):
-            writer.writerow([name, *(_fmt(self.rows[name][t]) for t in self.targets)])
-        write_text_atomic(self.path, buf.getvalue())
-
-
-def _identity_diff(old: Any, new: Mapping) -> str:
-    if not isinstance(old, Mapping):
-        return "no configuration record"
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return ", ".join(keys) or "?"
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file (identifies a checkpoint in the results' configuration record)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# Summary over tracks
-# --------------------------------------------------------------------------------------------
-@dataclass
-class EvalResult:
-    """Per-track scores, their aggregate per target and the average over targets."""
-
-    model: str
-    sdr_type: str
-    targets: list[str]
-    per_track: dict[str, dict[str, float]]
-    aggregate: dict[str, float] = field(default_factory=dict)
-    average: float = float("nan")
-
-    def __post_init__(self) -> None:
-        values = [[self.per_track[n][t] for t in self.targets] for n in sorted(self.per_track)]
-        agg = aggregate_tracks(np.asarray(values).reshape(-1, len(self.targets)), self.sdr_type)
-        self.aggregate = {t: float(v) for t, v in zip(self.targets, agg)}
-        self.average = average_over_targets(agg)
-
-    def table(self) -> str:
-        """A Markdown table: one row per target and the average."""
-        return format_table([self])
-
-
-def format_table(results: Sequence[EvalResult]) -> str:
-    """Markdown table of one or more results side by side (e.g. a model and the mixture
-    baseline): a row per target and the average, a column per result."""
-    if not results:
-        raise ValueError("no results to tabulate")
-    targets = list(dict.fromkeys(t for r in results for t in r.targets))
-    heads = [f"{SDR_LABELS[r.sdr_type]} - {r.model}" for r in results]
-    width = max(8, *(len(t) for t in targets))
-    lines = [
-        "| " + " | ".join([" " * width, *heads]) + " |",
-        "|" + "|".join("-" * (len(h) + 2) for h in [" " * width, *heads]) + "|",
-    ]
-    for name in [*targets, "average"]:
-        cells = []
-        for r, head in zip(results, heads):
-            value = r.average if name == "average" else r.aggregate.get(name, float("nan"))
-            cells.append(f"{value:>{len(head)}.2f}")
-        lines.append("| " + " | ".join([f"{name:<{width}}", *cells]) + " |")
-    return "\n".join(lines)
-
-
-def update_summary(path: str | os.PathLike, result: EvalResult) -> Path:
-    """Write ``result`` into the summary CSV (``model``, targets..., ``average``), replacing an
-    earlier row of the same model; columns are the union over rows. Atomic."""
-    path = Path(path)
-    rows: list[dict[str, str]] = []
-    columns: list[str] = ["model"]
-    if path.exists():
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            columns = list(reader.fieldnames or columns)
-            rows = [r for r in reader if r.get("model") != result.model]
-    new = {"model": result.model, **{t: _fmt(v) for t, v in result.aggregate.items()}}
-    new["average"] = _fmt(result.average)
-    rows.append(new)
-    for key in new:
-        if key not in columns:
-            columns.append(key)
-    if "average" in columns:  # keep the average last
-        columns = [c for c in columns if c != "average"] + ["average"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-    return path
-
-
-# --------------------------------------------------------------------------------------------
 # Evaluating a set of tracks
 # --------------------------------------------------------------------------------------------
-def _load_references(track: Track, targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(mixture [C, T], references [S, C, T])`` of a track, float32."""
-    mixture, _ = read_audio(track.stem_path("mixture"))
-    refs = np.stack([read_audio(track.stem_path(t))[0] for t in targets])
-    return mixture, refs
+@dataclass(frozen=True)
+class TrackJob:
+    """What scoring a track needs besides the estimator (picklable, for worker processes)."""
+
+    settings: EvalSettings
+    sources: tuple[str, ...]
+    mixture: str
+    rec_dir: str | None
 
 
-def process_track(
-    track: Track,
-    estimator: Estimator,
-    settings: ScoreSettings,
-    rec_dir: str | os.PathLike | None = None,
-) -> dict[str, float]:
+def process_track(track: Track, estimator: Estimator, job: TrackJob) -> dict[str, float]:
     """Separate one track, write its estimates under ``<rec_dir>/<track>/`` when given, and
     return ``{target: SDR}``."""
     targets = estimator.targets
-    mixture, refs = _load_references(track, targets)
+    sources = list(dict.fromkeys([*job.sources, *targets]))
+    mixture, stems = read_track_audio(track, sources, mixture=job.mixture)
+    refs = stems[[sources.index(t) for t in targets]]
     estimates = estimator(mixture, track.sample_rate)
-    if rec_dir:
+    if job.rec_dir:
         for target, est in zip(targets, estimates):
-            write_audio(
-                Path(rec_dir) / track.name / f"{target}.wav", est, track.sample_rate, "FLOAT"
-            )
-    scores = score_track(refs, estimates, track.sample_rate, settings, names=targets)
+            path = Path(job.rec_dir) / track.name / f"{target}.wav"
+            write_audio(path, est, track.sample_rate, "FLOAT")
+    scores = score_track(
+        refs, estimates, track.sample_rate, job.settings, names=targets, track=track.name
+    )
     return {t: float(s) for t, s in zip(targets, scores)}
 
 
@@ -346,37 +242,29 @@ def _init_worker(estimator: Estimator, threads: int) -> None:
     _WORKER["estimator"] = estimator
 
 
-def _worker_track(
-    track: Track, settings: ScoreSettings, rec_dir: str | None
-) -> tuple[str, dict[str, float], float]:
+def _worker_track(track: Track, job: TrackJob) -> tuple[str, dict[str, float], float]:
     t0 = time.perf_counter()
-    scores = process_track(track, _WORKER["estimator"], settings, rec_dir)
+    scores = process_track(track, _WORKER["estimator"], job)
     return track.name, scores, time.perf_counter() - t0
 
 
 def evaluate_tracks(
     tracks: Sequence[Track],
     estimator: Estimator,
-    settings: ScoreSettings,
+    job: TrackJob,
     results: ResultsFile,
     model: str,
-    rec_dir: str | os.PathLike | None = None,
-    num_workers: int = 0,
-    resume: bool = True,
-    verbose_per_track: bool = True,
-    progress: bool = True,
 ) -> EvalResult:
     """Evaluate ``tracks`` (skipping those already in ``results``), recording each finished
-    track at once. ``num_workers > 0``: a pool of processes, one track each at a time."""
+    track at once. ``eval.num_workers > 0``: a pool of processes, one track each at a time."""
+    settings = job.settings
     if results.targets != list(estimator.targets):
-        raise ValueError(
+        raise ConfigError(
             f"results file targets {results.targets} differ from the estimator's "
             f"{estimator.targets}"
         )
-    done = results.load(resume=resume)
+    done = results.load(resume=settings.resume)
     names = [t.name for t in tracks]
-    if len(set(names)) != len(names):
-        raise ValueError("duplicate track names in the evaluation set")
     todo = [t for t in tracks if t.name not in done]
     stale = sorted(set(done) - set(names))
     if stale:
@@ -384,43 +272,35 @@ def evaluate_tracks(
 
     def record(name: str, scores: dict[str, float], seconds: float) -> None:
         results.add(name, scores)
-        if verbose_per_track:
+        if settings.verbose_per_track:
             text = "  ".join(f"{t} {v:6.2f}" for t, v in scores.items())
             log.info("%s: %s (%.1f s)", name, text, seconds)
 
-    rec = str(rec_dir) if rec_dir else None
-    with (
-        logging_redirect_tqdm(),
-        tqdm(
-            total=len(tracks),
-            initial=len(tracks) - len(todo),
-            desc="tracks",
-            unit="track",
-            disable=not progress,
-        ) as bar,
-    ):
-        if num_workers and num_workers > 0 and len(todo) > 1:
-            threads = max(1, (os.cpu_count() or 1) // num_workers)
+    bar = tqdm(total=len(tracks), initial=len(tracks) - len(todo), desc="tracks", unit="track",
+               disable=not settings.progress)  # fmt: skip
+    with logging_redirect_tqdm(), bar:
+        if settings.num_workers > 0 and len(todo) > 1:
+            threads = max(1, torch.get_num_threads() // settings.num_workers)
             ctx = multiprocessing.get_context("spawn")
             with futures.ProcessPoolExecutor(
-                max_workers=num_workers,
+                max_workers=settings.num_workers,
                 mp_context=ctx,
                 initializer=_init_worker,
                 initargs=(estimator, threads),
             ) as pool:
-                jobs = [pool.submit(_worker_track, t, settings, rec) for t in todo]
+                jobs = [pool.submit(_worker_track, t, job) for t in todo]
                 try:
-                    for job in futures.as_completed(jobs):
-                        record(*job.result())
+                    for future in futures.as_completed(jobs):
+                        record(*future.result())
                         bar.update(1)
                 except BaseException:
-                    for job in jobs:
-                        job.cancel()
+                    for future in jobs:
+                        future.cancel()
                     raise
         else:
             for track in todo:
                 t0 = time.perf_counter()
-                scores = process_track(track, estimator, settings, rec)
+                scores = process_track(track, estimator, job)
                 record(track.name, scores, time.perf_counter() - t0)
                 bar.update(1)
 
@@ -428,70 +308,32 @@ def evaluate_tracks(
     return EvalResult(model, settings.sdr_type, list(estimator.targets), per_track)
 
 
-def config_identity(
-    model: str,
-    targets: Iterable[str],
-    settings: ScoreSettings,
-    chunking: Mapping[str, Any],
-    checkpoints: Mapping[str, str],
-    data_dir: str | os.PathLike,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """What decides the scores: recorded beside the per-track CSV to guard resumption."""
-    return {
-        "model": model,
-        "targets": list(targets),
-        "sdr_type": settings.sdr_type,
-        "sdr_win": settings.sdr_win,
-        "sdr_hop": settings.sdr_hop,
-        "chunking": dict(chunking),
-        "checkpoints": dict(checkpoints),
-        "data_dir": str(Path(data_dir).resolve()),
-        **(dict(extra) if extra else {}),
-    }
-
-
 def run_evaluation(
-    data_dir: str | os.PathLike,
+    data: DataSettings,
+    settings: EvalSettings,
+    chunking: ChunkSettings,
     out_dir: str | os.PathLike,
     model_name: str,
     targets: Sequence[str],
-    settings: ScoreSettings,
-    model_config: Mapping[str, Any] | None = None,
-    segment_len: float | None = 10.0,
-    overlap: float = 0.1,
-    hop_size: float | None = None,
-    device: str | None = "auto",
-    batch_chunks: int | None = None,
-    subset: str = "test",
-    rec_dir: str | os.PathLike | None = None,
-    num_workers: int = 0,
-    resume: bool = True,
-    verbose_per_track: bool = True,
-    progress: bool = True,
-    baseline: str | None = None,
-    allow_random: bool = False,
+    model_options: Mapping[str, Any] | None = None,
     seed: int | None = None,
 ) -> EvalResult:
     """The whole test-set evaluation of ``evaluate.py``.
 
-    Separates the tracks of ``<data_dir>/<subset>`` with the checkpoints
-    ``<out_dir>/<model_name>/<target>.ckpt`` (or, with ``baseline="mixture"``, takes the mixture
-    as every estimate, under the model name ``mixture``), writes per-track scores to
+    Separates the tracks of ``data``'s ``settings.subset`` with the checkpoints in
+    ``<out_dir>/<model_name>/`` (or, with ``baseline="mixture"``, takes the mixture as every
+    estimate, under the model name ``mixture``), writes per-track scores to
     ``<out_dir>/<model>/test_results_<type>.csv`` (resumable) and the aggregate to
     ``<out_dir>/test_results_<type>.csv``.
     """
     targets = list(targets)
     if not targets:
-        raise ValueError("no targets to evaluate")
-    tracks = discover_tracks(data_dir, subset, sources=targets)
-    chunking = {"segment_len": segment_len, "overlap": overlap, "hop_size": hop_size}
-    if baseline is not None:
-        if baseline not in BASELINES:
-            raise ValueError(
-                f"unknown baseline {baseline!r}: expected one of {', '.join(BASELINES)} (or null)"
-            )
-        model_name, chunking, checkpoints = baseline, {}, {}
+        raise ConfigError("no targets to evaluate (targets=[...])")
+    threads = set_num_threads(settings.num_threads)
+    tracks = data.tracks(settings.subset)
+    identity: dict[str, Any] = {"chunking": chunking.to_mapping(), "mixture": data.mixture}
+    if settings.baseline is not None:
+        model_name, identity = settings.baseline, {"mixture": data.mixture}
         estimator: Estimator = MixtureEstimator(targets)
     else:
         ckpt_dir = Path(out_dir) / model_name
@@ -500,49 +342,54 @@ def run_evaluation(
         separator = Separator.from_dir(
             ckpt_dir,
             targets,
-            allow_random=allow_random,
-            model_config=model_config,
-            segment_len=segment_len,
-            overlap=overlap,
-            hop_size=hop_size,
-            device=device,
-            batch_chunks=batch_chunks,
+            model_options=model_options,
+            allow_random=settings.allow_random_weights,
+            chunking=chunking,
+            device=settings.device,
+            precision=settings.precision,
         )
-        config_text = json.dumps(dict(model_config or {}), sort_keys=True, default=str)
-        random_id = f"random weights, seed {seed}, config {config_text}"
-        checkpoints = {}
-        for target in targets:
-            path = checkpoint_path(ckpt_dir, target)
-            checkpoints[target] = file_digest(path) if path.is_file() else random_id
+        identity["precision"] = separator.precision
+        identity["checkpoints"] = {
+            ", ".join(m.targets): _checkpoint_identity(ckpt_dir, m.targets, seed, model_options)
+            for m in separator.models
+        }
         estimator = SeparatorEstimator(separator)
 
     kind = settings.sdr_type
+    identity.update(
+        model=model_name,
+        targets=targets,
+        sdr_type=kind,
+        sdr_win=settings.sdr_win,
+        sdr_hop=settings.sdr_hop,
+        data_dir=str(Path(data.data_dir).resolve()),
+        subset=settings.subset,
+    )
     results = ResultsFile(
-        Path(out_dir) / model_name / f"test_results_{kind}.csv",
-        targets,
-        config_identity(model_name, targets, settings, chunking, checkpoints, data_dir),
+        Path(out_dir) / model_name / f"test_results_{kind}.csv", targets, identity
     )
     log.info(
-        "evaluating %s on %d %s track(s) of %s: %s, targets %s",
+        "evaluating %s on %d %s track(s) of %s: %s, targets %s, %d thread(s)",
         model_name,
         len(tracks),
-        subset,
-        data_dir,
-        "uSDR" if kind == USDR else f"cSDR ({settings.backend})",
+        settings.subset,
+        data.data_dir,
+        "uSDR" if kind == USDR else f"cSDR ({settings.museval_backend})",
         ", ".join(targets),
+        threads,
     )
-    result = evaluate_tracks(
-        tracks,
-        estimator,
-        settings,
-        results,
-        model=model_name,
-        rec_dir=rec_dir,
-        num_workers=num_workers,
-        resume=resume,
-        verbose_per_track=verbose_per_track,
-        progress=progress,
-    )
+    job = TrackJob(settings, tuple(data.sources), data.mixture, settings.rec_dir)
+    result = evaluate_tracks(tracks, estimator, job, results, model=model_name)
     summary = update_summary(Path(out_dir) / f"test_results_{kind}.csv", result)
     log.info("results per track: %s; summary: %s\n%s", results.path, summary, result.table())
     return result
+
+
+def _checkpoint_identity(
+    ckpt_dir: Path, targets: Sequence[str], seed: int | None, options: Mapping[str, Any] | None
+) -> str:
+    """A checkpoint's digest, or what random weights were drawn from."""
+    path = checkpoint_path(ckpt_dir, targets)
+    if path.is_file():
+        return file_digest(path)
+    return f"random weights, seed {seed}, options {sorted(dict(options or {}).items())}"

@@ -1,13 +1,17 @@
-"""LightningModule that trains one BSRNN target network.
+"""LightningModule that trains a separation network (one target or several).
 
 The network, the loss and the optimizer/scheduler factories are built by the entry script
-(``train.py``) and injected here. Batches are ``(mixture [B, C, T], sources [B, S, C, T])``
-with the sources in the data's order; ``target_index`` picks the network's target among them.
+(``train.py``) and injected here. Batches are ``(mixture [B, C, T], references [B, S, C, T])``
+with the references in the order of the network's targets (the data module stacks them so).
 
-Training runs the network on random segments; validation separates whole tracks in chunks
-(:func:`bsrnn.chunking.separate_in_chunks`, as evaluation does) and logs ``val/loss`` and
-``val/usdr``. ``monitor`` (``"loss"``: ``val/loss``, lower is better; ``"sdr"``: ``val/usdr``,
-higher is better) drives checkpointing, early stopping and the plateau scheduler.
+Training runs the network on random segments; the loss covers every target at once (the mean
+over targets, as the reference computes it). Validation separates each whole track in chunks as
+evaluation does (:func:`bsrnn.chunking.separate_in_chunks`) and logs ``val/usdr`` (the mean over
+targets) and ``val/usdr_<target>`` per target; ``val/loss`` is, by default, the reference's:
+the median over the chunks of each chunk's loss, with the network's own STFT output for the tf
+term (``val_loss="track"``: the loss of the whole assembled estimate instead).
+``monitor`` (``"loss"``: ``val/loss``, lower is better; ``"sdr"``: ``val/usdr``, higher is
+better) drives checkpointing, early stopping and the plateau scheduler.
 """
 
 from __future__ import annotations
@@ -22,14 +26,21 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from bsrnn.chunking import separate_in_chunks
+from bsrnn.callbacks import monitor_spec
+from bsrnn.checkpoints import model_record
+from bsrnn.chunking import ChunkSettings, chunk_spans, separate_in_chunks
+from bsrnn.errors import ConfigError, NonFiniteLossError
+from bsrnn.figures import spectrogram_image
 from bsrnn.metrics import usdr
-from bsrnn.training import NonFiniteLossError, monitor_spec, spectrogram_image
+from bsrnn.models import SeparationModel
 
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+
+#: ``val_loss`` choices: the reference's per-chunk median, or the whole assembled track.
+VAL_LOSSES = ("chunks", "track")
 
 
 def _factory_class(factory: Callable[..., Any]) -> Any:
@@ -39,64 +50,52 @@ def _factory_class(factory: Callable[..., Any]) -> Any:
     return factory
 
 
-class BSRNNLitModule(L.LightningModule):
-    """Train/validate a target network ``net`` (``net(mixture) -> ModelOutput``).
+class SeparationLitModule(L.LightningModule):
+    """Train/validate ``net`` (a :class:`~bsrnn.models.SeparationModel`).
 
     Args:
-        net: the separation network; ``net(mixture [B, C, T])`` returns ``.waveforms``
-            [B, 1, C, T] and ``.stfts`` [B, 1, C, F, frames]; ``net.config`` (its constructor
-            arguments) is stored in checkpoints as ``bsrnn_config``.
+        net: the network; ``net(mixture [B, C, T])`` returns ``.waveforms`` [B, S, C, T] and
+            ``.stfts`` [B, S, C, F, frames] for its ``net.targets``; checkpoints record its
+            architecture and config (:func:`bsrnn.checkpoints.model_record`).
         loss: ``loss(est_waveforms, ref_waveforms, est_stfts=None) -> scalar``
             (:class:`bsrnn.losses.SeparationLoss`).
         optimizer: factory ``optimizer(params=...) -> Optimizer`` (e.g. a partial of Adam).
         scheduler: factory ``scheduler(optimizer=...) -> LRScheduler`` or None. A
             ``ReduceLROnPlateau`` gets ``mode`` from ``monitor`` unless the factory sets it.
-        target_index: index of the network's target in the batch's sources axis.
         monitor: ``"loss"`` or ``"sdr"``.
-        sample_rate: of the audio (validation chunking and logged audio).
-        eval_segment_len, eval_overlap, eval_hop_size, eval_batch_chunks: whole-track
-            validation in chunks (seconds; see :func:`bsrnn.chunking.separate_in_chunks`;
-            ``eval_batch_chunks`` None: 1 on the CPU, 4 on a GPU).
+        chunking: whole-track validation in chunks (as evaluation does).
+        val_loss: ``"chunks"`` (the reference's) or ``"track"``.
         media_seconds: seconds of the first validation track logged as audio/spectrogram each
             epoch (0 disables).
     """
 
     def __init__(
         self,
-        net: nn.Module,
+        net: SeparationModel,
         loss: nn.Module,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         *,
-        target_index: int = 0,
         monitor: str = "loss",
-        sample_rate: int = 44100,
-        eval_segment_len: float = 10.0,
-        eval_overlap: float = 0.1,
-        eval_hop_size: float | None = None,
-        eval_batch_chunks: int | None = None,
+        chunking: ChunkSettings | None = None,
+        val_loss: str = "chunks",
         media_seconds: float = 5.0,
     ) -> None:
         super().__init__()
         self.monitor_key, self.monitor_mode = monitor_spec(monitor)
-        if int(target_index) < 0:
-            raise ValueError(f"target_index must be >= 0, got {target_index}")
-        # plain values only (checkpoints must load with torch.load(weights_only=True));
-        # the run's configuration is logged by bsrnn.training.RunRecorder instead.
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        if val_loss not in VAL_LOSSES:
+            raise ConfigError(
+                f"unknown optim.val_loss={val_loss!r}: expected one of {', '.join(VAL_LOSSES)}"
+            )
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.target_index = int(target_index)
+        self.targets = list(net.targets)
         self.monitor = monitor
-        self.sample_rate = int(sample_rate)
-        self.eval_kwargs = dict(
-            segment_len=eval_segment_len,
-            overlap=eval_overlap,
-            hop_size=eval_hop_size,
-        )
-        self.eval_batch_chunks = None if eval_batch_chunks is None else int(eval_batch_chunks)
+        self.sample_rate = int(net.sample_rate)
+        self.chunking = chunking if chunking is not None else ChunkSettings()
+        self.val_loss = val_loss
         self.media_seconds = float(media_seconds)
 
     # ----------------------------------------------------------------------------------------
@@ -106,27 +105,36 @@ class BSRNNLitModule(L.LightningModule):
         """``mixture [B, C, T]`` -> the network's output (``.waveforms``, ``.stfts``)."""
         return self.net(mixture)
 
-    def _separate_track(self, mixture: torch.Tensor) -> torch.Tensor:
-        """Whole-track estimate in chunks: ``[B, C, T]`` -> ``[B, 1, C, T]``."""
-        batch_chunks = self.eval_batch_chunks
-        if batch_chunks is None:  # as evaluation does: 1 chunk per pass on the CPU, 4 on a GPU
-            batch_chunks = 1 if mixture.device.type == "cpu" else 4
-        return separate_in_chunks(
-            lambda chunk: self.net(chunk).waveforms,
-            mixture,
-            self.sample_rate,
-            batch_chunks=batch_chunks,
-            **self.eval_kwargs,
-        )
-
-    def _reference(self, sources: torch.Tensor) -> torch.Tensor:
-        """The target among ``sources [B, S, C, T]`` -> ``[B, 1, C, T]``."""
-        if sources.dim() != 4 or sources.shape[1] <= self.target_index:
-            raise ValueError(
-                f"expected sources [batch, sources, channels, samples] with more than "
-                f"{self.target_index} sources (target_index), got shape {tuple(sources.shape)}"
+    def _check_batch(self, mixture: torch.Tensor, references: torch.Tensor) -> None:
+        expected = (mixture.shape[0], len(self.targets), *mixture.shape[1:])
+        if tuple(references.shape) != expected:
+            raise ConfigError(
+                f"batch references have shape {tuple(references.shape)}, expected {expected} "
+                f"(batch, one per target of the network {self.targets}, channels, samples)"
             )
-        return sources[:, self.target_index : self.target_index + 1]
+
+    def _separate_track(
+        self, mixture: torch.Tensor, references: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole-track estimate in chunks ``[B, S, C, T]``, and the median over chunks of each
+        chunk's loss (the network's own STFT for the tf term)."""
+        spans = iter(chunk_spans(mixture.shape[-1], self.sample_rate, self.chunking))
+        losses: list[torch.Tensor] = []
+        batch, n = mixture.shape[0], mixture.shape[-1]
+
+        def run(chunk: torch.Tensor) -> torch.Tensor:
+            out = self.net(chunk)
+            for j in range(chunk.shape[0] // batch):
+                start, stop = next(spans)
+                ref = references.new_zeros((*references.shape[:-1], stop - start))
+                lo, hi = max(start, 0), min(stop, n)
+                ref[..., lo - start : hi - start] = references[..., lo:hi]
+                part = slice(j * batch, (j + 1) * batch)
+                losses.append(self.loss(out.waveforms[part], ref, est_stfts=out.stfts[part]))
+            return out.waveforms
+
+        estimate = separate_in_chunks(run, mixture, self.sample_rate, self.chunking)
+        return estimate, torch.stack(losses).median()
 
     def _check_finite(self, loss: torch.Tensor, stage: str, batch_idx: int) -> None:
         """Raise :class:`NonFiniteLossError` (on every rank at once) when ``loss`` is NaN/inf."""
@@ -146,48 +154,34 @@ class BSRNNLitModule(L.LightningModule):
         """One step for ``stage`` in ``train``/``val``/``test``: estimate, loss, metrics, logs.
 
         Training runs the network on the batch's segments; validation/test separate the whole
-        track in chunks. Returns ``{"loss", "estimate" [B, 1, C, T], "reference"}``.
+        track in chunks. Returns ``{"loss", "estimate" [B, S, C, T], "reference"}``.
         """
-        mixture, sources = batch[0], batch[1]
-        reference = self._reference(sources)
+        mixture, references = batch[0], batch[1]
+        self._check_batch(mixture, references)
         if stage == "train":
             out = self.net(mixture)
-            estimate, est_stfts = out.waveforms, out.stfts
+            estimate = out.waveforms
+            loss = self.loss(estimate, references, est_stfts=out.stfts)
         else:
-            estimate, est_stfts = self._separate_track(mixture), None
-        loss = self.loss(estimate, reference, est_stfts=est_stfts)
+            estimate, chunk_loss = self._separate_track(mixture, references)
+            loss = chunk_loss if self.val_loss == "chunks" else self.loss(estimate, references)
         self._check_finite(loss, stage, batch_idx)
 
         batch_size = mixture.shape[0]
         if stage == "train":
-            self.log(
-                "train/loss",
-                loss,
-                on_step=True,
-                on_epoch=False,
-                prog_bar=True,
-                batch_size=batch_size,
-            )
-            self.log(
-                "train/loss_epoch",
-                loss,
-                on_step=False,
-                on_epoch=True,
-                batch_size=batch_size,
-                sync_dist=True,
-            )
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True,
+                     batch_size=batch_size)  # fmt: skip
+            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True,
+                     batch_size=batch_size, sync_dist=True)  # fmt: skip
         else:
-            sdr = usdr(reference, estimate).float().mean()
+            sdr = usdr(references, estimate).float().mean(0)  # [S]
             self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=batch_size, sync_dist=True)
-            self.log(
-                f"{stage}/usdr",
-                sdr,
-                on_epoch=True,
-                prog_bar=True,
-                batch_size=batch_size,
-                sync_dist=True,
-            )
-        return {"loss": loss, "estimate": estimate.detach(), "reference": reference}
+            self.log(f"{stage}/usdr", sdr.mean(), on_epoch=True, prog_bar=True,
+                     batch_size=batch_size, sync_dist=True)  # fmt: skip
+            for target, value in zip(self.targets, sdr):
+                self.log(f"{stage}/usdr_{target}", value, on_epoch=True, batch_size=batch_size,
+                         sync_dist=True)  # fmt: skip
+        return {"loss": loss, "estimate": estimate.detach(), "reference": references}
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, batch_idx, "train")["loss"]
@@ -267,13 +261,7 @@ class BSRNNLitModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the network's constructor arguments (``BSRNN.from_checkpoint`` reads them)."""
-        config = getattr(self.net, "config", None)
-        if config is not None:
-            checkpoint["bsrnn_config"] = dict(config)
+        """Record what rebuilds the network (``bsrnn.checkpoints.load_model`` reads it)."""
+        checkpoint["model"] = model_record(self.net)
         if isinstance(self.logger, TensorBoardLogger):
             checkpoint["tb_log"] = {"name": self.logger.name, "version": self.logger.version}
-
-    def n_parameters(self) -> int:
-        """Trainable parameters of the network."""
-        return sum(p.numel() for p in self.net.parameters() if p.requires_grad)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bsrnn.errors import ConfigError
 from bsrnn.spectral import STFT
 
 LOSS_TYPES = ("L1", "MSE")
@@ -36,12 +37,12 @@ class SeparationLoss(nn.Module):
     ) -> None:
         super().__init__()
         if loss_type not in LOSS_TYPES:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown loss type optim.loss_type={loss_type!r}: expected one of "
                 f"{', '.join(LOSS_TYPES)}"
             )
         if domain not in LOSS_DOMAINS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown loss domain optim.loss_domain={domain!r}: expected one of "
                 f"{', '.join(LOSS_DOMAINS)}"
             )

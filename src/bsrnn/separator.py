@@ -1,8 +1,10 @@
-"""A multi-target separator: one network per target, applied chunk by chunk to whole tracks.
+"""A separator: networks for the requested targets, applied chunk by chunk to whole tracks.
 
-``Separator`` receives its models (``{target: nn.Module}``) instead of building them;
-:meth:`Separator.from_dir` loads them from ``<ckpt_dir>/<target>.ckpt`` (our checkpoints or the
-reference implementation's published ones). No Lightning needed.
+``Separator`` receives its networks (any :class:`~bsrnn.models.SeparationModel`: one per
+target, or one multi-target model) instead of building them; :meth:`Separator.from_dir` loads
+them from a model folder (:mod:`bsrnn.paths`: ``<target>.ckpt`` per target, or one
+``separator.ckpt`` for a multi-target model; our checkpoints or the reference's). Each network
+runs once per chunk, however many of its targets are requested. No Lightning needed.
 """
 
 from __future__ import annotations
@@ -20,75 +22,67 @@ import torch
 from torch import nn
 
 from bsrnn.audio import AudioError, AudioInfo, audio_info, read_audio, resample, write_audio
-from bsrnn.checkpoints import CheckpointError
-from bsrnn.chunking import separate_in_chunks
-from bsrnn.model import BSRNN
+from bsrnn.checkpoints import load_model
+from bsrnn.chunking import ChunkSettings, separate_in_chunks
+from bsrnn.errors import CheckpointError, ConfigError
+from bsrnn.models import SeparationModel, build_model
+from bsrnn.paths import checkpoint_path
+from bsrnn.runtime import autocast, inference_precision, resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU. A CUDA device asked for on a machine
-    without one falls back to the CPU with a warning."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        log.warning("device %r requested but CUDA is not available: using the CPU", str(device))
-        return torch.device("cpu")
-    return dev
-
-
-def checkpoint_path(ckpt_dir: str | os.PathLike, target: str) -> Path:
-    """Where the checkpoint of ``target`` lives: ``<ckpt_dir>/<target>.ckpt``."""
-    return Path(ckpt_dir) / f"{target}.ckpt"
-
-
 class Separator(nn.Module):
-    """Separate mixtures into ``targets`` (the keys of ``models``, in order).
+    """Separate mixtures into ``targets`` with ``models``.
 
-    Each model maps ``[B, C, T]`` to an output with ``.waveforms`` ``[B, 1, C, T]`` (a
-    :class:`~bsrnn.BSRNN`) or directly to a tensor ``[B, 1, C, T]``. Tracks are processed in
-    chunks (see :func:`bsrnn.chunking.separate_in_chunks`): ``segment_len``/``overlap`` (linear
-    fader) or ``hop_size`` (overlap-add), in seconds; ``batch_chunks`` chunks per forward pass
-    (``None``: 1 on the CPU, 4 on a GPU).
+    ``models``: networks whose targets cover ``targets`` (a list, or a ``{target: model}``
+    mapping of single-target networks). ``targets`` (default: every target of the models, in
+    order) picks and orders the stems. Tracks are processed in chunks as ``chunking`` says
+    (:class:`~bsrnn.chunking.ChunkSettings`), on ``device``, in ``precision`` (``fp32`` or
+    ``bf16``; bf16 falls back to fp32 where the hardware has no native bf16).
     """
 
     def __init__(
         self,
-        models: Mapping[str, nn.Module],
-        segment_len: float | None = 10.0,
-        overlap: float = 0.1,
-        hop_size: float | None = None,
+        models: Sequence[SeparationModel] | Mapping[str, SeparationModel],
+        targets: Sequence[str] | None = None,
+        chunking: ChunkSettings | None = None,
         device: str | torch.device | None = "cpu",
-        batch_chunks: int | None = None,
-        sample_rate: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
+        if isinstance(models, Mapping):
+            for key, model in models.items():
+                if list(model.targets) != [key]:
+                    raise CheckpointError(
+                        f"the model given for {key!r} produces {model.targets}, not [{key!r}]"
+                    )
+            models = list(models.values())
+        models = list(models)
         if not models:
-            raise ValueError("a Separator needs at least one target model")
-        self.targets: list[str] = [str(t) for t in models]
-        self.models = nn.ModuleDict({t: m for t, m in models.items()})
-        rates = {t: getattr(m, "sample_rate", None) for t, m in models.items()}
-        known = {r for r in rates.values() if r is not None}
-        if len(known) > 1:
-            raise ValueError(f"the target models disagree on the sample rate: {rates}")
-        if sample_rate is None:
-            if not known:
-                raise ValueError("pass sample_rate: the models do not say their sample rate")
-            sample_rate = known.pop()
-        elif known and int(sample_rate) not in known:
-            raise ValueError(f"sample_rate={sample_rate} but the models expect {known.pop()} Hz")
-        self.sample_rate = int(sample_rate)
-        self.segment_len = segment_len
-        self.overlap = float(overlap)
-        self.hop_size = hop_size
+            raise ConfigError("a Separator needs at least one model")
+        rates = {int(m.sample_rate) for m in models}
+        if len(rates) > 1:
+            raise ConfigError(f"the models disagree on the sample rate: {sorted(rates)}")
+        self.sample_rate = rates.pop()
+        # which model, and which of its outputs, gives each target
+        source: dict[str, tuple[int, int]] = {}
+        for i, model in enumerate(models):
+            for j, target in enumerate(model.targets):
+                source.setdefault(target, (i, j))
+        self.targets: list[str] = list(targets) if targets is not None else list(source)
+        missing = [t for t in self.targets if t not in source]
+        if missing or not self.targets:
+            raise ConfigError(
+                f"no model produces target(s) {', '.join(missing) or '(none asked)'}; the "
+                f"models produce {', '.join(source)}"
+            )
+        used = sorted({source[t][0] for t in self.targets})
+        self.models = nn.ModuleList(models[i] for i in used)
+        self._picks = [(used.index(source[t][0]), source[t][1]) for t in self.targets]
+        self.chunking = chunking if chunking is not None else ChunkSettings()
         self.device = resolve_device(device)
-        self.batch_chunks = (
-            int(batch_chunks)
-            if batch_chunks is not None
-            else (4 if self.device.type == "cuda" else 1)
-        )
+        self.precision = inference_precision(precision, self.device)
         self.to(self.device)
         self.eval()
 
@@ -98,86 +92,87 @@ class Separator(nn.Module):
         cls,
         ckpt_dir: str | os.PathLike,
         targets: Sequence[str],
+        model_options: Mapping[str, Any] | None = None,
         allow_random: bool = False,
-        model_config: Mapping[str, Any] | None = None,
-        segment_len: float | None = 10.0,
-        overlap: float = 0.1,
-        hop_size: float | None = None,
-        device: str | torch.device | None = "cpu",
-        batch_chunks: int | None = None,
+        **kwargs: Any,
     ) -> Separator:
-        """Load ``<ckpt_dir>/<target>.ckpt`` for each target.
+        """Load the networks for ``targets`` from ``ckpt_dir``.
 
-        A missing checkpoint raises :class:`~bsrnn.checkpoints.CheckpointError` naming the
-        path, unless ``allow_random`` is set: then the network is built from ``model_config``
-        (a ``src_mod`` mapping; its ``target`` is replaced) with random weights, and a warning
-        is logged. A checkpoint trained for another target is an error.
+        ``model_options`` (the ``src_mod`` preset) says whether the folder holds one
+        multi-target model (``separator.ckpt``: its ``targets`` lists several) or one model per
+        target (``<target>.ckpt``). A missing checkpoint raises a CheckpointError naming the
+        path, unless ``allow_random``: then the network is built from ``model_options`` with
+        random weights and a warning. ``kwargs`` go to the constructor.
         """
+        targets = list(targets)
         if not targets:
-            raise ValueError("no targets to separate")
-        models: dict[str, nn.Module] = {}
-        for target in targets:
-            path = checkpoint_path(ckpt_dir, target)
+            raise ConfigError("no targets to separate")
+        options = dict(model_options or {})
+        preset_targets = options.get("targets") if options.get("target") is None else None
+        groups = (
+            [list(preset_targets)]
+            if preset_targets and len(preset_targets) > 1
+            else [[t] for t in targets]
+        )
+        models = []
+        for group in groups:
+            path = checkpoint_path(ckpt_dir, group)
             if path.is_file():
-                model = BSRNN.from_checkpoint(str(path), map_location="cpu")
-                if model.target != target:
+                model = load_model(path, map_location="cpu")
+                if list(model.targets) != group and len(group) == 1:
                     raise CheckpointError(
-                        f"{path} holds a model for target {model.target!r}, not {target!r}"
+                        f"{path} holds a model for target(s) {model.targets}, not {group}"
                     )
-                log.info("loaded %s", path)
+                log.info("loaded %s (targets %s)", path, ", ".join(model.targets))
             elif allow_random:
-                if model_config is None:
-                    raise ValueError(
-                        f"no checkpoint at {path} and no model_config to build a random model"
-                    )
                 log.warning(
-                    "no checkpoint at %s: using a %s model with RANDOM weights (allow_random)",
-                    path,
-                    target,
+                    "no checkpoint at %s: using a model with RANDOM weights (allow_random)", path
                 )
-                model = BSRNN.from_config({**dict(model_config), "target": target})
+                model = build_model({**options, "target": None, "targets": group})
             else:
                 raise CheckpointError(
-                    f"checkpoint not found: {path} (train the {target} model first, or place the "
+                    f"checkpoint not found: {path} (train the model first, or place the "
                     "published checkpoint there; allow random weights only for pipeline checks)"
                 )
-            models[target] = model
-        return cls(
-            models,
-            segment_len=segment_len,
-            overlap=overlap,
-            hop_size=hop_size,
-            device=device,
-            batch_chunks=batch_chunks,
-        )
+            models.append(model)
+        return cls(models, targets=targets, **kwargs)
 
     # ------------------------------------------------------------------------------------
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        """One pass of every model: ``[B, C, t]`` -> ``[B, S, C, t]`` (no chunking)."""
-        outs = []
-        for target, model in self.models.items():
-            y = model(mixture)
-            y = y["waveforms"] if isinstance(y, Mapping) else y
-            if y.dim() != 4 or y.shape[1] != 1:
-                raise ValueError(
-                    f"the {target} model returned waveforms of shape {tuple(y.shape)}, "
-                    "expected [B, 1, C, T]"
+        """One pass of every model: ``[B, C, t]`` -> ``[B, S, C, t]`` float32 (no chunking)."""
+        with autocast(self.device, self.precision):
+            outs = [model(mixture).waveforms for model in self.models]
+        for model, out in zip(self.models, outs):
+            if out.dim() != 4 or out.shape[1] != len(model.targets):
+                raise ConfigError(
+                    f"a {type(model).__name__} returned waveforms of shape {tuple(out.shape)}, "
+                    f"expected [B, {len(model.targets)}, C, T]"
                 )
-            outs.append(y)
-        return torch.cat(outs, dim=1)
+        return torch.stack([outs[i][:, j] for i, j in self._picks], dim=1).float()
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the models take (one STFT frame): shorter ones are zero-padded."""
+        return max(int(getattr(m.config, "n_fft", 1)) for m in self.models)
 
     def separate_stacked(self, mixture: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """Chunked separation of whole tracks: ``[B, C, T]`` -> ``[B, S, C, T]`` (float32, on
         the mixture's device; targets in ``self.targets`` order)."""
+        n = mixture.shape[-1]
+        if 0 < n < self.min_samples:  # the STFT's reflect padding needs more than n_fft / 2
+            log.warning(
+                "the mixture is only %d samples long: zero-padded to %d for the separation",
+                n,
+                self.min_samples,
+            )
+            padded = torch.nn.functional.pad(mixture.float(), (0, self.min_samples - n))
+            return self.separate_stacked(padded, progress)[..., :n]
         return separate_in_chunks(
             self,
             mixture.float(),
             sample_rate=self.sample_rate,
-            segment_len=self.segment_len,
-            overlap=self.overlap,
-            hop_size=self.hop_size,
+            chunking=self.chunking,
             device=self.device,
-            batch_chunks=self.batch_chunks,
             progress=progress,
         )
 
@@ -187,14 +182,11 @@ class Separator(nn.Module):
         (numpy in, float32 numpy out)."""
         is_numpy = isinstance(mixture, np.ndarray)
         x = torch.from_numpy(np.ascontiguousarray(mixture)) if is_numpy else mixture
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"mixture must be a tensor or numpy array, got {type(mixture).__name__}"
-            )
-        if x.dim() not in (2, 3):
-            raise ValueError(
-                f"expected a mixture [channels, samples] or [batch, channels, samples], "
-                f"got shape {tuple(x.shape)}"
+        if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
+            raise ConfigError(
+                "expected a mixture tensor or numpy array [channels, samples] or [batch, "
+                f"channels, samples], got {type(mixture).__name__} "
+                f"{tuple(getattr(mixture, 'shape', ()))}"
             )
         unbatched = x.dim() == 2
         y = self.separate_stacked(x[None] if unbatched else x, progress=progress)
@@ -262,6 +254,9 @@ def separate_file(
     unreadable or empty file or a range outside it.
     """
     path = Path(file_path)
+    rec_dir = Path(rec_dir)
+    if rec_dir.exists() and not rec_dir.is_dir():
+        raise ConfigError(f"rec_dir={rec_dir} is an existing file: expected a folder for the stems")
     info, start, stop = file_range(path, offset, max_len)
     audio, sr = read_audio(path, start=start, stop=stop)
     if audio.shape[-1] == 0:
@@ -291,7 +286,6 @@ def separate_file(
             est = np.pad(est, ((0, 0), (0, n - est.shape[-1])))
         stems[target] = est
 
-    rec_dir = Path(rec_dir)
     rec_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{rec_dir.name}.", dir=rec_dir.parent))
     try:

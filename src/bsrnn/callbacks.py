@@ -1,4 +1,5 @@
-"""Training helpers around Lightning: monitors, callbacks, logger, run records, media.
+"""Lightning callbacks and logger of a training run: monitors, checkpoints, early stopping,
+run records, the DDP weights check; and reading a checkpoint to resume from.
 
 Everything here receives plain values (no Hydra config); ``train.py`` builds the objects.
 """
@@ -14,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
-import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import (
@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from bsrnn.errors import ConfigError, NonFiniteLossError  # noqa: F401  (re-exported)
+from bsrnn.errors import CheckpointError, ConfigError
 from bsrnn.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,11 @@ log = logging.getLogger(__name__)
 #: ``optim.monitor_val`` -> (logged metric, better direction)
 MONITORS: dict[str, tuple[str, str]] = {"loss": ("val/loss", "min"), "sdr": ("val/usdr", "max")}
 
-#: Config keys that say where things go, not what is trained (left out of variant tables).
-LOCATION_KEYS = ("out_dir", "tb_dir", "tb_version", "data_dir", "ckpt_path")
-
 
 def monitor_spec(monitor: str) -> tuple[str, str]:
     """``"loss"`` -> ``("val/loss", "min")``; ``"sdr"`` -> ``("val/usdr", "max")``."""
     if monitor not in MONITORS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown monitored quantity optim.monitor_val={monitor!r}: expected one of "
             f"{', '.join(MONITORS)}"
         )
@@ -50,60 +47,26 @@ def monitor_spec(monitor: str) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Paths
+# Resuming
 # --------------------------------------------------------------------------------------------
-def checkpoint_paths(
-    out_dir: str | os.PathLike, model_name: str, target: str, fast_tr: bool = False
-) -> tuple[Path, Path]:
-    """``(best, last)`` checkpoint paths: ``<out_dir>/<model>/<target>.ckpt`` and
-    ``<target>-last.ckpt`` beside it (``fast_tr`` runs go to a ``fast_tr/`` sub-folder, so a
-    debug run never replaces a trained model)."""
-    folder = Path(out_dir) / model_name
-    if fast_tr:
-        folder = folder / "fast_tr"
-    return folder / f"{target}.ckpt", folder / f"{target}-last.ckpt"
+def read_resume_info(path: Path) -> tuple[str, dict[str, Any]]:
+    """What ``ckpt_path`` points at: ``("training", tb_log record)`` for a training checkpoint
+    of ours (Lightning resumes it: epoch, optimizer, scheduler, callbacks), or
+    ``("weights", {})`` for a file that only holds a network (the reference implementation's
+    checkpoints, or a standalone model file): its weights initialise the network.
 
-
-def resolve_resume_path(ckpt_path: str | None, last_path: Path) -> Path | None:
-    """Which checkpoint to resume from.
-
-    ``None`` -> start fresh; ``"last"`` -> ``last_path`` (must exist); ``"auto"`` ->
-    ``last_path`` when it exists, else start fresh; anything else is a path that must exist.
+    Raises :class:`ConfigError` for a file that is neither.
     """
-    if ckpt_path is None or str(ckpt_path) == "":
-        return None
-    if str(ckpt_path) == "auto":
-        return last_path if last_path.is_file() else None
-    path = last_path if str(ckpt_path) == "last" else Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path}: checkpoint not found at {path} (expected a training "
-            "checkpoint such as outputs/<model>/<target>.ckpt or <target>-last.ckpt, "
-            "'last', 'auto' or null)"
-        )
-    return path
-
-
-def read_resume_info(path: Path) -> dict[str, Any]:
-    """Check that ``path`` is a training checkpoint of ours; returns its ``tb_log`` record.
-
-    Raises :class:`ConfigError` for a file that Lightning could not resume from (a standalone
-    model file, a reference checkpoint, a corrupt file)."""
-    from bsrnn.checkpoints import CheckpointError, read_checkpoint
+    from bsrnn.checkpoints import checkpoint_format, read_checkpoint
 
     try:
         ckpt = read_checkpoint(path)
+        kind = checkpoint_format(ckpt)
     except CheckpointError as err:
         raise ConfigError(f"ckpt_path={path}: {err}") from err
-    required = ("state_dict", "optimizer_states", "loops", "bsrnn_config")
-    missing = [k for k in required if k not in ckpt]
-    if missing:
-        raise ConfigError(
-            f"ckpt_path={path} is not a training checkpoint written by train.py (missing "
-            f"{', '.join(missing)}); resume from outputs/<model>/<target>.ckpt or "
-            "<target>-last.ckpt"
-        )
-    return dict(ckpt.get("tb_log") or {})
+    if kind == "reference" or "optimizer_states" not in ckpt or "loops" not in ckpt:
+        return "weights", {}
+    return "training", dict(ckpt.get("tb_log") or {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,40 +251,3 @@ def _hparam_value(value: Any) -> str | int | float | bool:
 def write_yaml(path: Path, data: Any) -> None:
     """Write ``data`` as YAML to ``path`` atomically."""
     write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
-
-
-def spectrogram_image(
-    reference: np.ndarray,
-    estimate: np.ndarray,
-    n_fft: int = 2048,
-    n_hop: int | None = None,
-    top_db: float = 80.0,
-    freq_pool: int = 2,
-) -> np.ndarray:
-    """Log-magnitude spectrograms of ``reference`` and ``estimate`` (mono ``[samples]``) as one
-    grey image ``[H, W]`` in [0, 1]: reference on top, estimate below, a white line between,
-    low frequencies at the bottom of each, both on the reference's dB scale (``top_db`` range).
-    """
-    n_hop = n_hop or n_fft // 4
-
-    def log_mag(x: np.ndarray) -> np.ndarray:  # [samples] -> dB [F // freq_pool, frames]
-        x = np.asarray(x, dtype=np.float64)
-        pad = n_fft // 2
-        x = np.pad(x, pad, mode="reflect" if x.shape[0] > pad else "constant")
-        if x.shape[0] < n_fft:
-            x = np.pad(x, (0, n_fft - x.shape[0]))
-        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::n_hop]
-        window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
-        mag = np.abs(np.fft.rfft(frames * window, axis=-1)).T  # [F, frames]
-        bins = (mag.shape[0] // freq_pool) * freq_pool
-        mag = mag[:bins].reshape(bins // freq_pool, freq_pool, -1).mean(axis=1)
-        return 20.0 * np.log10(mag + 1e-8)
-
-    ref_db, est_db = log_mag(reference), log_mag(estimate)
-    top = ref_db.max()
-
-    def scale(db: np.ndarray) -> np.ndarray:
-        return np.clip((db - (top - top_db)) / top_db, 0.0, 1.0)[::-1]  # low freqs at bottom
-
-    line = np.ones((4, ref_db.shape[1]))
-    return np.concatenate([scale(ref_db), line, scale(est_db)], axis=0).astype(np.float32)
