@@ -15,6 +15,7 @@ torch.set_num_threads(1)  # subprocesses get OMP_NUM_THREADS=1 from the tests th
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "reference-ckpt"
+NEWEST_FIXTURES = SHARED / "fixtures" / "reference-newest"
 
 # benchmarks/ holds the per-band baseline network that tests compare against
 if str(REPO / "benchmarks") not in sys.path:
@@ -26,3 +27,29 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"reference fixtures not found at {FIXTURES} (shared/ sits beside the repo)")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def newest_fixtures_dir() -> Path:
+    if not NEWEST_FIXTURES.is_dir():
+        pytest.fail(f"reference fixtures not found at {NEWEST_FIXTURES}")
+    return NEWEST_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """``compose("src_mod=bsrnn-opt", ...)`` -> the resolved plain config of the real conf/."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from bsrnn.cli import register_model_schemas
+
+    register_model_schemas()
+
+    def _compose(*overrides: str) -> dict:
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+            cfg = hydra_compose("config", overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)
+
+    return _compose

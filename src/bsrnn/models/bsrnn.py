@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bsrnn.bands import JOINT_LAYOUT, TARGETS, band_widths, group_equal_widths
-from bsrnn.errors import BsrnnError, ConfigError
+from bsrnn.errors import ConfigError
 from bsrnn.models.base import ModelConfig, ModelOutput, SeparationModel
 from bsrnn.spectral import ISTFT, STFT
 
@@ -527,13 +527,13 @@ class BSRNN(SeparationModel):
 
     def forward(self, mixture: torch.Tensor) -> ModelOutput:
         if mixture.dim() != 3:
-            raise BsrnnError(
+            raise ConfigError(
                 f"expected a mixture [batch, channels, samples], got shape {tuple(mixture.shape)}"
             )
         c = self.config
         batch, channels, n_samples = mixture.shape
         if c.stereo is not None and channels != c.nb_channels:
-            raise BsrnnError(
+            raise ConfigError(
                 f"this model (stereo={c.stereo}) takes {c.nb_channels}-channel mixtures, got "
                 f"{channels} channel(s)"
             )
