@@ -99,8 +99,8 @@ def test_legacy_checkpoint_of_our_first_version_still_loads():
 
 
 def test_own_checkpoint_round_trip_names_format_and_architecture(tmp_path):
-    model = build_model(dict(targets=["vocals", "bass"], feature_dim=8, num_repeat=1,
-                             stereo="tac", act_tac="prelu", n_att_head=2, attn_enc_dim=4))  # fmt: skip
+    model = build_model(dict(targets=["vocals", "bass"], feature_dim=8, num_repeat=1, stereo="tac",
+                             act_tac="prelu", n_att_head=2, attn_enc_dim=4))  # fmt: skip
     path = save_model(model, tmp_path / "sub" / "separator.ckpt")
     ckpt = torch.load(path, weights_only=True)  # plain tensors and containers only
     assert (ckpt["format"], ckpt["arch"]) == ("bsrnn/2", "bsrnn")

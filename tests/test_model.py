@@ -179,7 +179,8 @@ def test_config_round_trip_and_custom_layout():
 
 def test_gradients_reach_every_parameter():
     model = build_model(dict(targets=["vocals", "drums"], feature_dim=8, num_repeat=1, n_heads=2,
-                             stereo="tac", act_tac="prelu", n_att_head=2, attn_enc_dim=4))  # fmt: skip
+                             stereo="tac", act_tac="prelu", n_att_head=2,
+                             attn_enc_dim=4))  # fmt: skip
     out = model(torch.randn(1, 2, 8000))
     (out.waveforms.abs().mean() + out.stfts.abs().mean()).backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]

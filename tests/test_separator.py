@@ -1,4 +1,5 @@
-"""Separator: our checkpoints, the reference's published ones, missing checkpoints."""
+"""Separator: our checkpoints (per target and multi-target), the reference's, missing ones,
+one forward per chunk for all targets of a model, bf16, very short inputs."""
 
 from __future__ import annotations
 
@@ -11,23 +12,27 @@ import numpy as np
 import pytest
 import torch
 
-from bsrnn import BSRNN
 from bsrnn.checkpoints import CheckpointError, save_model
-from bsrnn.separator import Separator, checkpoint_path
+from bsrnn.chunking import ChunkSettings
+from bsrnn.errors import ConfigError
+from bsrnn.models import BSRNN, build_model
+from bsrnn.paths import checkpoint_path
+from bsrnn.separator import Separator
 
 TINY = dict(feature_dim=8, num_repeat=1)
+STEMS = ["vocals", "bass", "drums", "other"]
 
 
-def tiny(target: str) -> BSRNN:
-    return BSRNN(target=target, **TINY).eval()
+def tiny(*targets: str, **options) -> BSRNN:
+    return build_model({**TINY, "targets": list(targets), **options}).eval()
 
 
 def test_from_dir_with_our_checkpoints(tmp_path):
     torch.manual_seed(0)
     models = {t: tiny(t) for t in ("vocals", "bass")}
     for target, model in models.items():
-        save_model(model, checkpoint_path(tmp_path, target))
-    sep = Separator.from_dir(tmp_path, ["bass", "vocals"], segment_len=10.0)
+        save_model(model, checkpoint_path(tmp_path, [target]))
+    sep = Separator.from_dir(tmp_path, ["bass", "vocals"])
     assert sep.targets == ["bass", "vocals"] and sep.sample_rate == 44100
     mixture = np.random.default_rng(0).standard_normal((2, 22050)).astype(np.float32) * 0.1
     out = sep.separate(mixture)
@@ -37,21 +42,44 @@ def test_from_dir_with_our_checkpoints(tmp_path):
             want = model(torch.from_numpy(mixture)[None]).waveforms[0, 0].numpy()
             assert isinstance(out[target], np.ndarray) and out[target].shape == (2, 22050)
             np.testing.assert_allclose(out[target], want, atol=1e-6)
-    # batched tensor input: dict of [B, C, T]; stacked [B, S, C, T]
-    batch = torch.from_numpy(np.stack([mixture, -mixture]))
+    batch = torch.from_numpy(np.stack([mixture, -mixture]))  # [B, C, T] -> {target: [B, C, T]}
     out_b = sep.separate(batch)
     assert out_b["vocals"].shape == (2, 2, 22050)
     torch.testing.assert_close(out_b["vocals"][0], torch.from_numpy(out["vocals"]))
     assert sep.separate_stacked(batch).shape == (2, 2, 2, 22050)
 
 
+def test_multi_target_model_runs_once_per_chunk_for_all_targets(tmp_path):
+    torch.manual_seed(0)
+    simo = tiny(*STEMS, subtract_last_trgt=True)
+    save_model(simo, tmp_path / "separator.ckpt")
+    options = {"name": "s", **TINY, "target": None, "targets": STEMS}
+    chunking = ChunkSettings(segment_len=0.2, overlap=0.1)
+    sep = Separator.from_dir(tmp_path, ["drums", "vocals"], model_options=options,
+                             chunking=chunking)  # fmt: skip
+    assert sep.targets == ["drums", "vocals"] and len(sep.models) == 1
+    calls = []
+    sep.models[0].register_forward_hook(lambda *args: calls.append(1))
+    mixture = 0.1 * torch.randn(1, 2, 30000)
+    out = sep.separate_stacked(mixture)
+    n_chunks = len(calls)
+    assert out.shape == (1, 2, 2, 30000) and n_chunks >= 3
+    everything = Separator(simo_models := [sep.models[0]], chunking=chunking)
+    calls.clear()
+    full = everything.separate_stacked(mixture)
+    assert len(calls) == n_chunks and everything.targets == STEMS  # 4 stems, same passes
+    torch.testing.assert_close(out[:, 0], full[:, 2])
+    torch.testing.assert_close(out[:, 1], full[:, 0])
+    assert simo_models[0] is sep.models[0]
+
+
 @pytest.mark.parametrize("name", ["vocals-lstm-lstm", "bass-gru-conv"])
 def test_from_dir_with_reference_checkpoints(tmp_path, fixtures_dir, name):
     target = name.split("-")[0]
-    shutil.copy(fixtures_dir / f"{name}.ckpt", checkpoint_path(tmp_path, target))
+    shutil.copy(fixtures_dir / f"{name}.ckpt", checkpoint_path(tmp_path, [target]))
     io = torch.load(fixtures_dir / f"{name}.io.pt", weights_only=True)
     # 0.5 s segments: the 44223-sample fixture is separated in chunks ...
-    chunked = Separator.from_dir(tmp_path, [target], segment_len=0.5, overlap=0.1)
+    chunked = Separator.from_dir(tmp_path, [target], chunking=ChunkSettings(segment_len=0.5))
     assert chunked.separate_stacked(io["mixture"]).shape == (1, 1, 2, 44223)
     # ... and in one pass when it fits a segment, giving the reference's output
     sep = Separator.from_dir(tmp_path, [target])
@@ -60,22 +88,50 @@ def test_from_dir_with_reference_checkpoints(tmp_path, fixtures_dir, name):
 
 
 def test_missing_checkpoint_is_an_error_naming_the_path(tmp_path, caplog):
-    save_model(tiny("vocals"), checkpoint_path(tmp_path, "vocals"))
+    save_model(tiny("vocals"), checkpoint_path(tmp_path, ["vocals"]))
     with pytest.raises(CheckpointError, match=str(tmp_path / "drums.ckpt")):
         Separator.from_dir(tmp_path, ["vocals", "drums"])
     with caplog.at_level(logging.WARNING, logger="bsrnn.separator"):
+        options = {"name": "x", "target": "vocals", **TINY}
         sep = Separator.from_dir(
-            tmp_path, ["vocals", "drums"], allow_random=True, model_config={"name": "x", **TINY}
+            tmp_path, ["vocals", "drums"], allow_random=True, model_options=options
         )
-    assert sep.targets == ["vocals", "drums"]
-    assert isinstance(sep.models["drums"], BSRNN) and sep.models["drums"].target == "drums"
+    assert sep.targets == ["vocals", "drums"] and sep.models[1].targets == ["drums"]
     assert any("RANDOM" in r.message and "drums.ckpt" in r.message for r in caplog.records)
+    options = {"name": "s", **TINY, "targets": STEMS}
+    with pytest.raises(CheckpointError, match=str(tmp_path / "separator.ckpt")):
+        Separator.from_dir(tmp_path, ["vocals"], model_options=options)
 
 
 def test_checkpoint_of_another_target_is_refused(tmp_path):
-    save_model(tiny("bass"), checkpoint_path(tmp_path, "vocals"))
-    with pytest.raises(CheckpointError, match="'bass', not 'vocals'"):
+    save_model(tiny("bass"), checkpoint_path(tmp_path, ["vocals"]))
+    with pytest.raises(CheckpointError, match=r"\['bass'\], not \['vocals'\]"):
         Separator.from_dir(tmp_path, ["vocals"])
+    with pytest.raises(ConfigError, match="no model produces target.*drums"):
+        Separator([tiny("vocals")], targets=["drums"])
+
+
+def test_bf16_separation_is_close_to_fp32():
+    torch.manual_seed(0)
+    model = tiny("vocals")
+    mixture = 0.1 * torch.randn(1, 2, 20000)
+    fp32 = Separator([model]).separate_stacked(mixture)
+    sep = Separator([model], precision="bf16")
+    bf16 = sep.separate_stacked(mixture)
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    snr = 10 * torch.log10(fp32.square().sum() / (bf16 - fp32).square().sum())
+    if sep.precision == "bf16":  # this CPU computes bf16 natively
+        assert 20 < snr < 200, snr  # close, yet computed differently
+    else:
+        assert torch.equal(bf16, fp32)
+
+
+def test_very_short_input_is_padded_with_a_warning(caplog):
+    sep = Separator([tiny("vocals")])
+    with caplog.at_level(logging.WARNING, logger="bsrnn.separator"):
+        out = sep.separate_stacked(0.1 * torch.randn(1, 2, 10))
+    assert out.shape == (1, 1, 2, 10) and torch.isfinite(out).all()
+    assert any("only 10 samples" in r.message for r in caplog.records)
 
 
 def test_separator_without_lightning():
