@@ -14,14 +14,17 @@ import soundfile as sf
 import torch
 from hydra import compose, initialize_config_dir
 
-from bsrnn import BSRNN
 from bsrnn.audio import AudioError, read_audio, resample, write_audio
 from bsrnn.checkpoints import save_model
+from bsrnn.cli import register_model_schemas
+from bsrnn.errors import ConfigError
+from bsrnn.models import build_model
 from bsrnn.separator import Separator
 
 REPO = Path(__file__).resolve().parents[1]
 ALL = ["vocals", "bass", "drums", "other"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+register_model_schemas()
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +33,11 @@ def env(tmp_path_factory):
     torch.manual_seed(0)
     for target in ALL:
         save_model(
-            BSRNN(target=target, feature_dim=8, num_repeat=1),
+            build_model(dict(target=target, feature_dim=8, num_repeat=1)),
             root / "out" / "bsrnn-tiny" / f"{target}.ckpt",
         )
+    simo = dict(targets=ALL, feature_dim=16, num_repeat=2, subtract_last_trgt=True)
+    save_model(build_model(simo), root / "out" / "simo-bsrnn-tiny" / "separator.ckpt")
     t = np.arange(int(2.5 * 22050)) / 22050
     mono = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * np.sin(2 * np.pi * 3000 * t))[None]
     sf.write(root / "mono.flac", mono.T.astype(np.float32), 22050)
@@ -66,6 +71,44 @@ def run_inference(root: Path, *extra: str):
 
 def separator(root: Path, targets=ALL) -> Separator:
     return Separator.from_dir(root / "out" / "bsrnn-tiny", targets)
+
+
+def test_multi_target_preset_writes_all_four_stems(env, tmp_path):
+    rec = tmp_path / "stems"
+    written = run_inference(
+        env, "src_mod=simo-bsrnn-tiny", f"+file_path={env / 'stereo.wav'}", f"+rec_dir={rec}"
+    )
+    assert sorted(written) == sorted(ALL)
+    mix, _ = read_audio(env / "stereo.wav")
+    stems = np.stack([read_audio(rec / f"{t}.wav")[0] for t in ALL])
+    assert stems.shape == (4, *mix.shape)
+    # the last target is the mixture minus the others (subtract_last_trgt), up to the STFT
+    np.testing.assert_allclose(stems.sum(0), mix, atol=1e-4)
+
+
+def test_a_10_sample_file_is_padded_and_separated(env, tmp_path):
+    sf.write(tmp_path / "tiny.wav", (0.1 * np.ones((10, 2))).astype(np.float32), 44100)
+    rec = tmp_path / "stems"
+    run_inference(env, f"+file_path={tmp_path / 'tiny.wav'}", f"+rec_dir={rec}")
+    stem, _ = read_audio(rec / "vocals.wav")
+    assert stem.shape == (2, 10) and np.isfinite(stem).all()
+
+
+def test_rec_dir_naming_a_file_is_refused_before_anything_runs(env, tmp_path):
+    (tmp_path / "taken").write_text("mine")
+    with pytest.raises(ConfigError, match=r"rec_dir=.*taken is an existing file"):
+        run_inference(env, f"+file_path={env / 'stereo.wav'}", f"+rec_dir={tmp_path / 'taken'}")
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_nan_samples_are_refused_naming_the_file(env, tmp_path):
+    audio = (0.1 * np.ones((3000, 2))).astype(np.float32)
+    audio[2000, 1] = np.nan
+    sf.write(tmp_path / "nan.wav", audio, 44100, subtype="FLOAT")
+    rec = tmp_path / "stems"
+    with pytest.raises(AudioError, match=r"nan\.wav.*2000"):
+        run_inference(env, f"+file_path={tmp_path / 'nan.wav'}", f"+rec_dir={rec}")
+    assert not rec.exists()
 
 
 def test_mono_flac_at_22khz(env, tmp_path):

@@ -11,12 +11,12 @@ targets) and ``val/usdr_<target>`` per target; ``val/loss`` is, by default, the 
 the median over the chunks of each chunk's loss, with the network's own STFT output for the tf
 term (``val_loss="track"``: the loss of the whole assembled estimate instead).
 ``monitor`` (``"loss"``: ``val/loss``, lower is better; ``"sdr"``: ``val/usdr``, higher is
-better) drives checkpointing, early stopping and the plateau scheduler.
+better) drives checkpointing and early stopping; the plateau scheduler follows ``val/loss``,
+as in the reference.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -43,13 +43,6 @@ SchedulerFactory = Callable[..., Any]
 VAL_LOSSES = ("chunks", "track")
 
 
-def _factory_class(factory: Callable[..., Any]) -> Any:
-    """The class a ``functools.partial`` (or a class) builds."""
-    while isinstance(factory, functools.partial):
-        factory = factory.func
-    return factory
-
-
 class SeparationLitModule(L.LightningModule):
     """Train/validate ``net`` (a :class:`~bsrnn.models.SeparationModel`).
 
@@ -60,8 +53,8 @@ class SeparationLitModule(L.LightningModule):
         loss: ``loss(est_waveforms, ref_waveforms, est_stfts=None) -> scalar``
             (:class:`bsrnn.losses.SeparationLoss`).
         optimizer: factory ``optimizer(params=...) -> Optimizer`` (e.g. a partial of Adam).
-        scheduler: factory ``scheduler(optimizer=...) -> LRScheduler`` or None. A
-            ``ReduceLROnPlateau`` gets ``mode`` from ``monitor`` unless the factory sets it.
+        scheduler: factory ``scheduler(optimizer=...) -> LRScheduler`` or None (stepped each
+            epoch; a ``ReduceLROnPlateau`` on ``val/loss``).
         monitor: ``"loss"`` or ``"sdr"``.
         chunking: whole-track validation in chunks (as evaluation does).
         val_loss: ``"chunks"`` (the reference's) or ``"track"``.
@@ -237,25 +230,20 @@ class SeparationLitModule(L.LightningModule):
     # Optimizer, scheduler, checkpoints
     # ----------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        """The optimizer, and the scheduler stepped once per epoch. As in the reference, a
+        ``ReduceLROnPlateau`` follows the validation loss (mode min) whatever ``monitor`` says;
+        checkpoint choice and early stopping follow ``monitor``."""
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        extra: dict[str, Any] = {}
-        cls = _factory_class(self.scheduler_factory)
-        is_plateau = isinstance(cls, type) and issubclass(
-            cls, torch.optim.lr_scheduler.ReduceLROnPlateau
-        )
-        keywords = getattr(self.scheduler_factory, "keywords", {}) or {}
-        if is_plateau and "mode" not in keywords:
-            extra["mode"] = self.monitor_mode
-        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
+        scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
                 "scheduler": scheduler,
                 "interval": "epoch",
                 "frequency": 1,
-                "monitor": self.monitor_key,
+                "monitor": "val/loss",
                 "name": "lr",
             },
         }
