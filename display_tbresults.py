@@ -27,9 +27,12 @@ import hydra
 import yaml
 from omegaconf import DictConfig
 
-log = logging.getLogger("display_tbresults")
+from bsrnn.callbacks import MONITORS, flatten, monitor_spec
+from bsrnn.cli import register_model_schemas, run_entry
+from bsrnn.errors import ConfigError
 
-MONITORS = {"loss": ("val/loss", min), "sdr": ("val/usdr", max)}
+log = logging.getLogger("display_tbresults")
+register_model_schemas()
 #: where things go, not what is trained: never a variant column
 IGNORED_KEYS = ("out_dir", "tb_dir", "tb_version", "data_dir", "ckpt_path", "overrides")
 
@@ -62,17 +65,6 @@ def _hparams_from_events(acc: Any) -> dict[str, Any]:
     return out
 
 
-def _flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
 def read_run(folder: Path, tb_dir: Path) -> RunResult | None:
     """Read one run folder (its event files); None when it holds no validation scalars."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -92,7 +84,7 @@ def read_run(folder: Path, tb_dir: Path) -> RunResult | None:
     hparams = _hparams_from_events(acc)
     if not hparams and (folder / "config.yaml").is_file():  # fall back on the run's record
         record = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-        hparams = _flatten(record.get("config", {}))
+        hparams = flatten(record.get("config", {}))
         hparams.update({f"choice/{k}": v for k, v in (record.get("choices") or {}).items()})
     return RunResult(run=folder.relative_to(tb_dir).as_posix(), hparams=hparams, val=val)
 
@@ -101,7 +93,7 @@ def collect_runs(tb_dir: str | os.PathLike) -> list[RunResult]:
     """Every run folder under ``tb_dir`` that holds validation scalars, sorted by path."""
     root = Path(tb_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"no TensorBoard folder at {root} (set tb_dir=...)")
+        raise ConfigError(f"no TensorBoard folder at {root} (set tb_dir=...)")
     folders = sorted({p.parent for p in root.rglob("events.out.tfevents.*")})
     runs = []
     for folder in folders:
@@ -130,8 +122,8 @@ def variant_table(
     """``(header, rows)``: run, differing hyperparameters, monitor, epoch, val uSDR, val loss.
 
     Rows are sorted by run name (model-target) and then by validation uSDR (best first)."""
-    if monitor is not None and monitor not in MONITORS:
-        raise ValueError(f"unknown monitor={monitor!r}: expected one of {', '.join(MONITORS)}")
+    if monitor is not None:
+        monitor_spec(monitor)
     varying = _varying_keys(runs)
     header = ["run", *varying, "monitor", "epoch", "val_usdr", "val_loss"]
     rows = []
@@ -139,7 +131,8 @@ def variant_table(
         mon = monitor or str(r.hparams.get("optim.monitor_val", "loss"))
         if mon not in MONITORS:
             mon = "loss"
-        tag, best = MONITORS[mon]
+        tag, mode = MONITORS[mon]
+        best = min if mode == "min" else max
         scored = [
             (e, v[tag]) for e, v in sorted(r.val.items()) if tag in v and not math.isnan(v[tag])
         ]
@@ -207,13 +200,15 @@ def main(cfg: DictConfig) -> None:
     for handler in logging.getLogger().handlers:  # stdout holds the table only
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
             handler.setStream(sys.stderr)
-    try:
-        runs = collect_runs(cfg.tb_dir)
-        header, rows = variant_table(runs, monitor=cfg.get("monitor"))
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"display_tbresults.py: {err}") from None
+    run_entry("display_tbresults.py", lambda: report(cfg))
+
+
+def report(cfg: DictConfig) -> None:
+    """Print the table of every run under ``cfg.tb_dir`` and write it as CSV."""
+    runs = collect_runs(cfg.tb_dir)
+    header, rows = variant_table(runs, monitor=cfg.get("monitor"))
     if not rows:
-        raise SystemExit(f"display_tbresults.py: no run with validation results under {cfg.tb_dir}")
+        raise ConfigError(f"no run with validation results under {cfg.tb_dir}")
     csv_path = cfg.get("csv_path") or Path(cfg.out_dir) / "val_results.csv"
     write_csv(csv_path, header, rows)
     print(format_table(header, rows))  # noqa: T201 - the table is this script's output

@@ -198,6 +198,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "lr": module.optimizer_factory.keywords.get("lr"),
+        "precision": str(trainer.precision),
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
 

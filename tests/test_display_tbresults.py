@@ -16,6 +16,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import display_tbresults as dtb  # noqa: E402
+from bsrnn.errors import ConfigError  # noqa: E402
 
 # the two runs differ in loss domain and monitor: only those columns, never locations (out_dir)
 VARIANT_HEADER = [
@@ -134,7 +135,7 @@ def test_nan_values_are_never_picked(tmp_path):
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no TensorBoard folder"):
+    with pytest.raises(ConfigError, match="no TensorBoard folder"):
         dtb.collect_runs(tmp_path / "nowhere")
 
 

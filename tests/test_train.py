@@ -19,10 +19,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bsrnn import BSRNN
-from bsrnn.checkpoints import read_checkpoint
+from bsrnn.callbacks import WeightsSyncCheck
+from bsrnn.checkpoints import load_model, read_checkpoint
 from bsrnn.data.toy import ToyParams, generate_toy_dataset
-from bsrnn.training import ConfigError, NonFiniteLossError
+from bsrnn.errors import ConfigError, DatasetError, NonFiniteLossError
+from bsrnn.models import count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -46,7 +47,7 @@ def small_overrides(toy: Path, tmp: Path) -> list[str]:
     """Real configs, tiny network, 2 steps of 2 x 1 s per epoch, 1 validation song."""
     return [
         "dset=toy",
-        f"data_dir={toy}",
+        f"dset.data_dir={toy}",
         f"out_dir={tmp / 'outputs'}",
         f"tb_dir={tmp / 'tb'}",
         "src_mod=bsrnn-tiny",
@@ -124,9 +125,11 @@ def test_run_writes_checkpoints_tensorboard_and_record(two_runs):
     # the checkpoint rebuilds the network without any config
     ckpt = read_checkpoint(last)
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 4
-    assert ckpt["bsrnn_config"]["feature_dim"] == 8 and ckpt["bsrnn_config"]["target"] == "vocals"
-    net = BSRNN.from_checkpoint(str(best))
-    assert net.config == ckpt["bsrnn_config"]
+    record = ckpt["model"]
+    assert (record["format"], record["arch"]) == ("bsrnn/2", "bsrnn")
+    assert record["config"]["feature_dim"] == 8 and record["config"]["targets"] == ["vocals"]
+    net = load_model(best)
+    assert net.config.to_dict() == record["config"]
     assert any(cb.startswith("ModelCheckpoint") for cb in ckpt["callbacks"])
     assert any(cb.startswith("EarlyStopping") for cb in ckpt["callbacks"])
     assert ckpt["lr_schedulers"][0]["step_size"] == 2  # scheduler=step (StepLR 2, 0.98)
@@ -136,7 +139,7 @@ def test_run_writes_checkpoints_tensorboard_and_record(two_runs):
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "audio": 0, "images": 0})
     acc.Reload()
     tags = acc.Tags()
-    for tag in ("train/loss", "train/loss_epoch", "val/loss", "val/usdr", "lr", "epoch"):
+    for tag in ("train/loss", "train/loss_epoch", "val/loss", "val/usdr", "val/usdr_vocals", "lr"):
         assert tag in tags["scalars"], tag
     assert len(acc.Scalars("val/usdr")) == 2 and len(acc.Scalars("train/loss")) == 4
     assert acc.Scalars("lr")[0].value == pytest.approx(5e-4)
@@ -160,7 +163,7 @@ def test_run_writes_checkpoints_tensorboard_and_record(two_runs):
     hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
     assert hparams["optim.loss_domain"].string_value == "t"
     assert hparams["choice/src_mod"].string_value == "bsrnn-tiny"
-    assert int(hparams["n_params"].number_value) == sum(p.numel() for p in net.parameters())
+    assert int(hparams["n_params"].number_value) == count_parameters(net)
 
 
 def test_display_tbresults_tabulates_two_runs(two_runs, tmp_path):
@@ -259,10 +262,9 @@ def test_non_finite_loss_stops_naming_the_step(toy_data, tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        (
-            "src_mod.target=piano",
-            r"src_mod\.target='piano': expected one of vocals, bass, drums, other",
-        ),
+        ("src_mod.target=piano", r"unknown target 'piano': expected one of vocals, bass, drums"),
+        ("src_mod.stereo=wide", r"src_mod\.stereo='wide'.*naive, tac"),
+        ("src_mod.n_heads=3", r"src_mod\.feature_dim=8 is not divisible by src_mod\.n_heads=3"),
         ("src_mod.time_layer=transformer", r"src_mod\.time_layer='transformer'.*lstm, gru, conv"),
         ("src_mod.band_layer=mamba", r"src_mod\.band_layer='mamba'.*lstm, gru, conv"),
         ("optim.loss_domain=freq", r"optim\.loss_domain='freq'.*t, tf, t\+tf"),
@@ -288,7 +290,7 @@ def test_cli_error_is_one_clear_line(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "train.py: invalid optim.loss_domain='freq': expected one of t, tf, t+tf"
+        "train.py: error: unknown loss domain optim.loss_domain='freq': expected one of t, tf, t+tf"
     )
 
 
@@ -305,7 +307,7 @@ def test_multirun_over_two_targets_writes_both_checkpoints(toy_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for target in ("vocals", "bass"):
         ckpt = read_checkpoint(tmp_path / "outputs" / "bsrnn-tiny" / f"{target}.ckpt")
-        assert ckpt["bsrnn_config"]["target"] == target
+        assert ckpt["model"]["config"]["targets"] == [target]
         assert (tmp_path / "tb" / f"bsrnn-tiny-{target}" / "version_0").is_dir()
     assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir()) == ["0", "1"]
 
@@ -328,8 +330,126 @@ def test_ddp_on_two_cpu_processes_keeps_replicas_identical(toy_data, tmp_path):
     ckpt = read_checkpoint(tmp_path / "outputs" / "bsrnn-tiny" / "vocals-last.ckpt")
     # 2 processes x 2 examples per step: the epoch's 4 examples take 1 step per process
     assert ckpt["global_step"] == 1
-    net = BSRNN.from_checkpoint(str(tmp_path / "outputs" / "bsrnn-tiny" / "vocals-last.ckpt"))
-    from bsrnn.training import WeightsSyncCheck
-
+    net = load_model(tmp_path / "outputs" / "bsrnn-tiny" / "vocals-last.ckpt")
     assert WeightsSyncCheck.digest(net) == digests["0"]
     assert torch.isfinite(torch.cat([p.flatten() for p in net.parameters()])).all()
+
+
+# --------------------------------------------------------------------------------------------
+# The model family: every preset trains; SIMO end to end (train, evaluate, inference)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "preset", ["bsrnn", "bsrnn-large", "bsrnn-opt", "bsrnn-opt-notac", "simo-bsrnn-opt"]
+)
+def test_every_preset_composes_and_trains_a_step(preset, toy_data, tmp_path):
+    result = run_train(
+        small_overrides(toy_data, tmp_path)
+        + [f"src_mod={preset}", "src_mod.feature_dim=8", "src_mod.num_repeat=1",
+           "optim.max_epochs=1", "trainer.limit_train_batches=1", "dset.eval_seq_duration=0.5"]
+    )  # fmt: skip
+    assert result["global_step"] == 1 and result["best_path"].is_file()
+    assert torch.isfinite(torch.tensor(result["metrics"]["val/loss"]))
+
+
+@pytest.mark.slow
+def test_simo_trains_one_checkpoint_and_separates_four_stems(toy_data, tmp_path):
+    base = [o for o in small_overrides(toy_data, tmp_path) if not o.startswith("src_mod")]
+    result = run_train(base + ["src_mod=simo-bsrnn-tiny", "optim.max_epochs=1"])
+    folder = tmp_path / "outputs" / "simo-bsrnn-tiny"
+    assert result["best_path"] == folder / "separator.ckpt"
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == [
+        "separator-last.ckpt",
+        "separator.ckpt",
+    ]
+    model = load_model(folder / "separator.ckpt")
+    assert model.targets == ["vocals", "bass", "drums", "other"]
+    tags = scalars(Path(result["log_dir"]))
+    assert Path(result["log_dir"]).parent.name == "simo-bsrnn-tiny-separator"
+    for target in model.targets:
+        assert f"val/usdr_{target}" in tags
+    usdr_mean = sum(tags[f"val/usdr_{t}"][-1][1] for t in model.targets) / 4
+    assert tags["val/usdr"][-1][1] == pytest.approx(usdr_mean, abs=1e-4)
+
+    common = ["dset=toy", f"dset.data_dir={toy_data}", f"out_dir={tmp_path / 'outputs'}",
+              "src_mod=simo-bsrnn-tiny", "eval.progress=false", "eval.device=cpu"]  # fmt: skip
+    import evaluate as evaluate_script
+    import inference as inference_script
+
+    result = evaluate_script.run(compose_cfg(common))
+    assert result.targets == ["vocals", "bass", "drums", "other"]
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.aggregate.values())
+    mixture = next((toy_data / "test").iterdir()) / "mixture.wav"
+    rec = tmp_path / "stems"
+    written = inference_script.run(
+        compose_cfg(common + [f"+file_path={mixture}", f"+rec_dir={rec}"])
+    )
+    assert sorted(written) == ["bass", "drums", "other", "vocals"]
+    assert all((rec / f"{t}.wav").is_file() for t in written)
+
+
+# --------------------------------------------------------------------------------------------
+# The reference's training features: resume from its checkpoints, lr rule, AdamW, bf16
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_resume_from_a_reference_checkpoint_starts_from_its_weights(toy_data, tmp_path):
+    ref = REPO.parent / "shared" / "fixtures" / "reference-newest" / "vocals-opt.ckpt"
+    result = run_train(
+        small_overrides(toy_data, tmp_path)
+        + ["src_mod=bsrnn-opt", "src_mod.num_repeat=2", f"ckpt_path={ref}", "optim.lr=0",
+           "optim.max_epochs=1", "trainer.limit_train_batches=1", "dset.eval_seq_duration=0.5"]
+    )  # fmt: skip
+    trained, published = load_model(result["last_path"]), load_model(ref)
+    for key, value in published.state_dict().items():  # lr 0: the weights stayed the reference's
+        assert torch.equal(trained.state_dict()[key], value), key
+    with pytest.raises(ConfigError, match="src_mod describes"):
+        run_train(small_overrides(toy_data, tmp_path) + [f"ckpt_path={ref}"])
+
+
+def test_lr_scaling_is_opt_in_and_never_zero_on_a_cpu(toy_data, tmp_path):
+    result = run_train(
+        small_overrides(toy_data, tmp_path)
+        + ["optim.scale_lr=true", "optim.max_epochs=1", "trainer.limit_train_batches=1",
+           "trainer.limit_val_batches=1", "dset.eval_seq_duration=0.5"]
+    )  # fmt: skip
+    assert result["lr"] == pytest.approx(5e-4 * 2 * 1 * 1 / 16)  # batch 2, one CPU device
+    assert train_script.scaled_lr(5e-4, 2, 4, 1) == pytest.approx(2.5e-4)  # the reference's 4 GPUs
+
+
+@pytest.mark.slow
+def test_adamw_deterministic_runs_repeat_exactly(toy_data, tmp_path):
+    states = []
+    for run in ("a", "b"):
+        result = run_train(
+            small_overrides(toy_data, tmp_path / run)
+            + ["optim=adamw", "trainer.deterministic=true", "optim.max_epochs=1",
+               "dset.eval_seq_duration=0.5"]
+        )  # fmt: skip
+        ckpt = read_checkpoint(result["last_path"])
+        assert ckpt["optimizer_states"][0]["param_groups"][0]["weight_decay"] == 0.01
+        states.append(ckpt["state_dict"])
+    for key, value in states[0].items():
+        assert torch.equal(value, states[1][key]), key
+
+
+@pytest.mark.slow
+def test_bf16_mixed_training_on_a_cpu(toy_data, tmp_path):
+    from bsrnn.runtime import cpu_bf16_support
+
+    result = run_train(
+        small_overrides(toy_data, tmp_path)
+        + ["trainer.precision=bf16-mixed", "optim.max_epochs=1", "dset.eval_seq_duration=0.5"]
+    )
+    assert result["global_step"] == 2 and torch.isfinite(
+        torch.tensor(result["metrics"]["val/loss"])
+    )
+    assert result["precision"] == ("bf16-mixed" if cpu_bf16_support()[0] else "32-true")
+
+
+def test_default_dataset_needs_the_activity_index_and_says_how(toy_data, tmp_path):
+    overrides = [o for o in small_overrides(toy_data, tmp_path) if not o.startswith("dset")]
+    with pytest.raises(DatasetError, match=r"python prep_dataset\.py"):
+        run_train(
+            overrides
+            + [f"dset.data_dir={toy_data}", "dset.num_workers=0", "dset.validation_tracks=1"]
+        )
