@@ -10,12 +10,15 @@ import pytest
 import soundfile as sf
 
 from bsrnn.data import (
+    DEFAULT_DATASET,
     ActivityParams,
     DatasetError,
+    DataSettings,
     MusdbDataModule,
     build_activity_index,
     discover_tracks,
     load_activity_index,
+    prepare_dataset,
     track_active_segments,
     window_activity,
 )
@@ -127,23 +130,58 @@ def test_missing_or_stale_index_says_to_run_prep(tmp_path: Path) -> None:
     assert record["win_duration"] == 6.0 and record["sample_rate"] == SR
 
 
-def test_datamodule_without_index_raises(tmp_path: Path) -> None:
-    _dataset(tmp_path, silent_other=False)
-    dm = MusdbDataModule(
+def sad_settings(root: Path, **kwargs) -> DataSettings:
+    args = dict(
         name="musdb18hq_sad",
-        data_dir=str(tmp_path),
+        data_dir=root,
         sample_rate=SR,
         sampling="activity",
         n_samples=10,
         validation_tracks=1,
         num_workers=0,
     )
-    with pytest.raises(DatasetError, match=r"`python prep_dataset.py dset=musdb18hq_sad`"):
+    return DataSettings(**{**args, **kwargs})
+
+
+def test_datamodule_without_index_raises(tmp_path: Path) -> None:
+    """The error says which command makes the index: plain `python prep_dataset.py` for the
+    default dataset, `python prep_dataset.py dset=<name>` for the others."""
+    _dataset(tmp_path, silent_other=False)
+    assert DEFAULT_DATASET == "musdb18hq_sad"
+    dm = MusdbDataModule(sad_settings(tmp_path), targets=["vocals"])
+    with pytest.raises(DatasetError, match=r"with `python prep_dataset.py` \(adding this run's"):
         dm.prepare_data()
-    with pytest.raises(DatasetError, match=r"`python prep_dataset.py dset=musdb18hq_sad`"):
+    with pytest.raises(DatasetError, match=r"with `python prep_dataset.py` "):
         dm.setup("fit")
-    dm.prepare_dataset(progress=False)  # what prep_dataset.py does
+    for name in ("toy", "musdb18hq"):
+        other = MusdbDataModule(sad_settings(tmp_path, name=name), targets=["vocals"])
+        with pytest.raises(DatasetError, match=f"with `python prep_dataset.py dset={name}`"):
+            other.prepare_data()
+    prepare_dataset(sad_settings(tmp_path))  # what prep_dataset.py does: no target needed
     dm.setup("fit")
-    mixture, sources = dm.train_dataloader().dataset[0]
-    assert mixture.shape == (2, 3 * SR) and sources.shape == (4, 2, 3 * SR)
+    mixture, references = dm.train_dataloader().dataset[0]
+    assert mixture.shape == (2, 3 * SR) and references.shape == (1, 2, 3 * SR)
     assert (tmp_path / "sad" / "vocals_valid.csv").is_file()
+    # a stale index names the same command
+    stale = sad_settings(tmp_path, activity={"win_duration": 4.0})
+    with pytest.raises(DatasetError, match=r"other parameters.*`python prep_dataset.py` "):
+        MusdbDataModule(stale, targets=["vocals"]).prepare_data()
+
+
+def test_several_targets_draw_from_the_first_targets_index_unless_mixed(tmp_path: Path) -> None:
+    """Sources not mixed across tracks (random_track_mix false or fast_tr): segments come from
+    the first target's index; mixed: each source from its own index."""
+    _dataset(tmp_path)  # 'other' is silent everywhere: its index is empty
+    prepare_dataset(sad_settings(tmp_path))
+    unmixed = sad_settings(tmp_path, random_track_mix=False)
+    dm = MusdbDataModule(unmixed, targets=["vocals", "other"])
+    dm.setup("fit")
+    mixture, references = dm.train_dataloader().dataset[0]
+    assert references.shape == (2, 2, 3 * SR) and not references[1].any()
+    for settings, fast_tr in ((unmixed, False), (sad_settings(tmp_path), True)):
+        dm = MusdbDataModule(settings, targets=["other", "vocals"], fast_tr=fast_tr)
+        with pytest.raises(DatasetError, match="no active segment of 'other'"):
+            dm.setup("fit")
+    mixed = MusdbDataModule(sad_settings(tmp_path), targets=["vocals", "bass"])
+    with pytest.raises(DatasetError, match="no active segment of 'other'"):
+        mixed.setup("fit")  # every source needs its own index

@@ -1,7 +1,9 @@
-"""Training examples, loaders and the DataModule: batches, determinism, workers, configs."""
+"""Training examples, loaders and the DataModule: batches, source order, determinism, workers,
+augmentations acting on whole examples, configs."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -10,11 +12,13 @@ import pytest
 import soundfile as sf
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from bsrnn.audio import read_audio
 from bsrnn.data import (
+    AugmentationParams,
     DatasetError,
+    DataSettings,
     EpochSampler,
     MusdbDataModule,
     Segment,
@@ -23,7 +27,9 @@ from bsrnn.data import (
     TrainingExamples,
     discover_tracks,
     generate_toy_dataset,
+    prepare_dataset,
 )
+from bsrnn.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["vocals", "bass", "drums", "other"]
@@ -36,18 +42,16 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("toy")
     params = ToyParams(n_train=4, n_test=1, min_duration=8.0, max_duration=8.0, seed=3)
     generate_toy_dataset(root, params, progress=False)
-    MusdbDataModule(data_dir=str(root), validation_tracks=1, num_workers=0).prepare_dataset(
-        progress=False
-    )
+    prepare_dataset(DataSettings(data_dir=root, validation_tracks=1), progress=False)
     return root
 
 
-def make_dm(root: Path, **kwargs) -> MusdbDataModule:
-    args = dict(
-        data_dir=str(root), validation_tracks=1, samples_per_track=4, num_workers=0, batch_size=2
-    )
+def make_dm(
+    root: Path, targets: tuple[str, ...] = ("vocals",), fast_tr: bool = False, **kwargs
+) -> MusdbDataModule:
+    args = dict(data_dir=root, validation_tracks=1, samples_per_track=4, num_workers=0)
     args.update(kwargs)
-    return MusdbDataModule(**args)
+    return MusdbDataModule(DataSettings(**args), targets=targets, fast_tr=fast_tr)
 
 
 SAD = dict(
@@ -67,7 +71,7 @@ def batches(loader, epoch: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 @pytest.mark.parametrize("kind", ["random", "activity"])
 def test_train_batches(toy_root: Path, kind: str) -> None:
-    dm = make_dm(toy_root, **(SAD if kind == "activity" else {}))
+    dm = make_dm(toy_root, targets=SOURCES, **(SAD if kind == "activity" else {}))
     dm.setup("fit")
     loader = dm.train_dataloader()
     got = batches(loader)
@@ -83,22 +87,83 @@ def test_train_batches(toy_root: Path, kind: str) -> None:
             torch.testing.assert_close(peaks, torch.ones(2), atol=1e-5, rtol=0)
 
 
-def test_sources_follow_config_order_and_fast_tr_is_fixed(toy_root: Path) -> None:
+def stems_at(track, names, start: int, length: int) -> np.ndarray:
+    return np.stack([read_audio(track.stem_path(n), start, start + length)[0] for n in names])
+
+
+def test_batches_hold_the_targets_in_their_order_fast_tr_is_fixed(toy_root: Path) -> None:
+    """References are the targets in the order of ``targets``; the mixture sums every source."""
     order = ["drums", "vocals", "other", "bass"]
-    dm = make_dm(toy_root, sources=order, target="vocals", fast_tr=True)
+    dm = make_dm(toy_root, targets=("bass", "vocals"), fast_tr=True, sources=order)
     dm.setup("fit")
     first, second = batches(dm.train_dataloader()), batches(dm.train_dataloader(), epoch=5)
     for (m1, s1), (m2, s2) in zip(first, second):
         assert torch.equal(m1, m2) and torch.equal(s1, s2)
+    mixture, references = first[0]
+    assert mixture.shape == (2, 2, 3 * SR) and references.shape == (2, 2, 2, 3 * SR)
     # example 0: no augmentation, no mixing: the centred 3 s of the first training track
     track = discover_tracks(toy_root, "train", validation_tracks=1)[0]
     start = (track.frames - 3 * SR) // 2
-    for row, name in enumerate(order):
-        expected, _ = read_audio(track.stem_path(name), start, start + 3 * SR)
-        np.testing.assert_array_equal(first[0][1][0, row].numpy(), expected)
+    np.testing.assert_array_equal(
+        references[0].numpy(), stems_at(track, ["bass", "vocals"], start, 3 * SR)
+    )
+    np.testing.assert_allclose(
+        mixture[0].numpy(), stems_at(track, order, start, 3 * SR).sum(0), atol=1e-6
+    )
     # validation overfits the same examples, one per batch
     val = list(dm.val_dataloader())
-    assert len(val) == 2 and torch.equal(val[0][1][0], first[0][1][0])
+    assert len(val) == 2 and torch.equal(val[0][1][0], references[0])
+
+
+def test_target_found_by_name_whatever_the_source_order(toy_root: Path) -> None:
+    """dset.sources in another order than the default still gives the vocals for target vocals
+    (the old train.py took the index from a separate list: it trained vocals against bass)."""
+    order = ["bass", "vocals", "drums", "other"]
+    dm = make_dm(toy_root, targets=["vocals"], fast_tr=True, sources=order)
+    dm.setup("fit")
+    _, references = next(iter(dm.train_dataloader()))
+    track = discover_tracks(toy_root, "train", validation_tracks=1)[0]
+    start = (track.frames - 3 * SR) // 2
+    assert references.shape == (2, 1, 2, 3 * SR)
+    vocals = stems_at(track, ["vocals"], start, 3 * SR)
+    np.testing.assert_array_equal(references[0].numpy(), vocals)
+    # validation and test batches too
+    dm = make_dm(toy_root, targets=["vocals"], sources=order, eval_seq_duration=1.0)
+    valid = discover_tracks(toy_root, "valid", validation_tracks=1)[0]
+    mixture, references = next(iter(dm.val_dataloader()))
+    np.testing.assert_array_equal(references[0].numpy(), stems_at(valid, ["vocals"], 0, SR))
+    np.testing.assert_allclose(
+        mixture[0].numpy(), stems_at(valid, order, 0, SR).sum(0), rtol=0, atol=1e-6
+    )
+    test = discover_tracks(toy_root, "test")[0]
+    _, references = next(iter(dm.test_dataloader()))
+    np.testing.assert_array_equal(references[0].numpy(), stems_at(test, ["vocals"], 0, test.frames))
+
+
+def test_crop_position_is_random_without_randomcrop(toy_root: Path) -> None:
+    """The crop position never depends on an augmentation's name: a list without randomcrop
+    still crops at random positions (it used to take the centre every time)."""
+    track = discover_tracks(toy_root, "train", validation_tracks=1)[0]
+    whole = {s: [Segment(track, 0, track.frames)] for s in SOURCES}
+    vocals = read_audio(track.stem_path("vocals"))[0][0]
+    n = SR // 10
+
+    def start_of(ref: np.ndarray) -> int:
+        """Where in the track the (unaugmented) crop was cut."""
+        first = int(np.flatnonzero(ref)[0])
+        for i in np.flatnonzero(vocals == ref[first]) - first:
+            if np.array_equal(vocals[i : i + n], ref):
+                return int(i)
+        raise AssertionError("crop not found in the track")
+
+    starts = {}
+    for names in ([], ["randomcrop"]):
+        data = TrainingExamples(
+            whole, SOURCES, ["vocals"], n, 8, SourceAugmenter(names), random_track_mix=False
+        )
+        starts[len(names)] = [start_of(data[i][1][0, 0].numpy()) for i in range(8)]
+        assert len(set(starts[len(names)])) == 8
+    assert starts[0] == starts[1]  # randomcrop is always on: listing it changes nothing
 
 
 def test_same_seed_same_batches_whatever_the_workers(toy_root: Path) -> None:
@@ -155,10 +220,8 @@ def test_random_track_mix(toy_root: Path) -> None:
         raise AssertionError(f"{source} audio not found in any track")
 
     aug = SourceAugmenter(["randomcrop"])
-    mixed = TrainingExamples(excerpts, SOURCES, "vocals", SR // 10, 20, aug, random_track_mix=True)
-    single = TrainingExamples(
-        excerpts, SOURCES, "vocals", SR // 10, 20, aug, random_track_mix=False
-    )
+    mixed = TrainingExamples(excerpts, SOURCES, SOURCES, SR // 10, 20, aug, random_track_mix=True)
+    single = TrainingExamples(excerpts, SOURCES, SOURCES, SR // 10, 20, aug, random_track_mix=False)
     n_mixed = n_single = 0
     for i in range(6):
         _, s = mixed[i]
@@ -177,17 +240,42 @@ def test_silent_material_is_redrawn(tmp_path: Path) -> None:
             sf.write(folder / f"{stem}.wav", audio, SR, subtype="FLOAT")
     tracks = discover_tracks(tmp_path, "train", validation_tracks=[])
     excerpts = {s: [Segment(t, 0, t.frames) for t in tracks] for s in SOURCES}
-    data = TrainingExamples(excerpts, SOURCES, "vocals", SR // 4, 30, SourceAugmenter(), False)
+    data = TrainingExamples(excerpts, SOURCES, ["vocals"], SR // 4, 30, SourceAugmenter(), False)
     for i in range(30):  # half of the draws land on the silent track: all are redrawn
         assert data[i][0].abs().max() > 0.01
     silent_only = {s: [e for e in excerpts[s] if e.track.name == "silent"] for s in SOURCES}
-    data = TrainingExamples(silent_only, SOURCES, "vocals", SR // 4, 3, SourceAugmenter())
+    data = TrainingExamples(silent_only, SOURCES, ["vocals"], SR // 4, 3, SourceAugmenter())
     with pytest.raises(DatasetError, match="no non-silent mixture"):
         data[0]
 
 
+def test_silenttarget_removes_a_target_from_the_mixture(toy_root: Path) -> None:
+    """silenttarget: the silenced target's reference is zeros and the mixture lacks it; with
+    several targets one of them, chosen at random, is silenced."""
+    tracks = discover_tracks(toy_root, "train", validation_tracks=1)
+    excerpts = {s: [Segment(t, 0, t.frames) for t in tracks] for s in SOURCES}
+    targets = ["drums", "bass"]  # present all along the toy songs
+
+    def examples(p: float) -> TrainingExamples:
+        aug = SourceAugmenter(["rescale", "silenttarget"], AugmentationParams(p_silenttarget=p))
+        return TrainingExamples(excerpts, SOURCES, targets, SR // 2, 12, aug)
+
+    never, always = examples(0.0), examples(1.0)
+    silenced = []
+    for i in range(12):  # the same draws, with and without silencing
+        (mix0, ref0), (mix1, ref1) = never[i], always[i]
+        assert all(ref0[k].abs().max() > 1e-3 for k in range(len(targets)))
+        quiet = [k for k in range(len(targets)) if not ref1[k].any()]
+        assert len(quiet) == 1
+        (k,) = quiet
+        torch.testing.assert_close(ref1[1 - k], ref0[1 - k], rtol=0, atol=0)
+        torch.testing.assert_close(mix1, mix0 - ref0[k], rtol=0, atol=1e-6)
+        silenced.append(targets[k])
+    assert set(silenced) == set(targets)
+
+
 def test_validation_and_test_loaders(toy_root: Path) -> None:
-    dm = make_dm(toy_root)
+    dm = make_dm(toy_root, targets=SOURCES)
     dm.setup("validate")
     dm.setup("test")
     (mixture, sources), *rest = list(dm.val_dataloader())
@@ -199,20 +287,23 @@ def test_validation_and_test_loaders(toy_root: Path) -> None:
     torch.testing.assert_close(mixture, sources.sum(1), atol=1e-6, rtol=0)
     test = list(dm.test_dataloader())
     assert len(test) == 1 and test[0][1].shape[:3] == (1, 4, 2)
-    cropped = make_dm(toy_root, eval_seq_duration=2.0)
+    cropped = make_dm(toy_root, targets=["other"], eval_seq_duration=2.0, mixture="file")
     cropped.setup("validate")
     mixture, sources = next(iter(cropped.val_dataloader()))
-    assert mixture.shape == (1, 2, 2 * SR) and sources.shape == (1, 4, 2, 2 * SR)
+    assert mixture.shape == (1, 2, 2 * SR) and sources.shape == (1, 1, 2, 2 * SR)
+    np.testing.assert_array_equal(mixture[0].numpy(), expected[:, : 2 * SR])
 
 
 def test_constructor_checks(toy_root: Path) -> None:
-    with pytest.raises(ValueError, match="target 'piano' is not among the sources"):
-        make_dm(toy_root, target="piano")
-    with pytest.raises(ValueError, match="unknown sampling 'sad'"):
-        make_dm(toy_root, sampling="sad")
-    with pytest.raises(ValueError, match="unknown key.*win_size.*valid keys: win_duration"):
-        make_dm(toy_root, activity={"win_size": 6})
-    dm = make_dm(toy_root, data_dir=str(toy_root / "nowhere"))
+    with pytest.raises(ConfigError, match=r"target\(s\) 'piano' not among.*dset.sources="):
+        make_dm(toy_root, targets=["vocals", "piano"])
+    with pytest.raises(ConfigError, match="expected a list of source names"):
+        make_dm(toy_root, targets="vocals")
+    with pytest.raises(ConfigError, match="distinct"):
+        make_dm(toy_root, targets=["vocals", "vocals"])
+    with pytest.raises(ConfigError, match="needs DataSettings"):
+        MusdbDataModule({"data_dir": str(toy_root)}, targets=["vocals"])
+    dm = make_dm(toy_root, data_dir=toy_root / "nowhere")
     with pytest.raises(DatasetError, match="python prep_dataset.py dset=toy"):
         dm.prepare_data()
 
@@ -257,13 +348,17 @@ def test_lightning_epochs(toy_root: Path, fast_tr: bool) -> None:
 
 
 @pytest.mark.parametrize("dset", ["musdb18hq", "musdb18hq_sad", "toy"])
-def test_configs_instantiate(toy_root: Path, dset: str) -> None:
+def test_configs_build(toy_root: Path, dset: str) -> None:
+    """Each dset config composes (musdb18hq_sad and toy inherit musdb18hq) into DataSettings
+    and a DataModule that yields batches, the way train.py builds them."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"dset={dset}", f"data_dir={toy_root}"])
-    dm = instantiate(cfg.dset, target=cfg.src_mod.target, fast_tr=False)
-    assert isinstance(dm, MusdbDataModule)
-    assert dm.data_dir == toy_root and dm.sources == SOURCES and dm.target == "vocals"
-    assert dm.seq_len == 3 * SR and dm.activity.win_duration == 6.0
+        cfg = compose("config", overrides=[f"dset={dset}", f"dset.data_dir={toy_root}"])
+    settings = DataSettings.from_mapping(OmegaConf.to_container(cfg.dset, resolve=True))
+    dm = MusdbDataModule(settings, targets=["vocals"])
+    assert settings.name == dset and dm.targets == ["vocals"]
+    assert settings.data_dir == toy_root and settings.sources == tuple(SOURCES)
+    assert settings.seq_len == 3 * SR and settings.activity.win_duration == 6.0
+    assert settings.mixture == "stems" and settings.p_silenttarget == 0.1
     expected = {
         "musdb18hq": ("random", ("randomcrop", "rescale", "channelswap"), False, 256, None),
         "musdb18hq_sad": (
@@ -275,11 +370,21 @@ def test_configs_instantiate(toy_root: Path, dset: str) -> None:
         ),
         "toy": ("random", ("randomcrop", "rescale", "channelswap"), False, 8, None),
     }[dset]
-    got = (dm.sampling, dm.augmenter.names, dm.peak_normalize, dm.samples_per_track, dm.n_samples)
+    s = settings
+    got = (s.sampling, dm.augmenter.names, s.peak_normalize, s.samples_per_track, s.n_samples)
     assert got == expected
     assert dm.augmenter.params.rescale_min == 0.25 and dm.augmenter.params.p_silentsource == 0.1
     if dset == "toy":
-        assert dm.toy == ToyParams() and dm.validation_tracks == 2
+        assert settings.toy == ToyParams() and settings.validation_tracks == 2
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
             cfg = compose("config", overrides=["dset=toy"])
-        assert cfg.dset.data_dir == cfg.data_dir == "data/toy/"
+        assert cfg.dset.data_dir == "data/toy/" and "data_dir" not in cfg
+        return
+    assert settings.toy is None and settings.validation_tracks == "musdb"
+    # the composed config works end to end on a dataset whose validation tracks exist
+    small = DataSettings.from_mapping(
+        {**OmegaConf.to_container(cfg.dset, resolve=True), "validation_tracks": 1}
+    )
+    small = replace(small, num_workers=0, n_samples=small.n_samples and 4)
+    mixture, references = next(iter(MusdbDataModule(small, ["vocals"]).train_dataloader()))
+    assert mixture.shape == (2, 2, 3 * SR) and references.shape == (2, 1, 2, 3 * SR)

@@ -12,8 +12,10 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
+import bsrnn.data.toy as toy_module
 from bsrnn.data import (
     MUSDB_STEMS,
+    DatasetError,
     ToyParams,
     discover_tracks,
     generate_toy_dataset,
@@ -21,6 +23,7 @@ from bsrnn.data import (
     synthesize_track,
     toy_dataset_complete,
 )
+from bsrnn.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 44100
@@ -122,11 +125,76 @@ def test_complete_dataset_is_not_regenerated(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["toy_train_00"]
 
 
+def snapshot(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_users_folder_is_never_overwritten(tmp_path: Path) -> None:
+    """A data_dir the generator did not make (no toy.json record) whose files fail validation
+    is left untouched; the error names the folder and the broken file."""
+    params = ToyParams(n_train=1, n_test=1, min_duration=2.0, max_duration=2.0, seed=4)
+    root = tmp_path / "mine"
+    generate_toy_dataset(root, params, progress=False)
+    (root / "toy.json").unlink()  # e.g. the user's own copy of the tracks
+    broken = root / "train" / "toy_train_00" / "bass.wav"
+    broken.write_bytes(b"not a wav file")
+    (root / "notes.txt").write_text("mine")
+    before = snapshot(root)
+    with pytest.raises(DatasetError) as err:
+        prepare_toy_dataset(root, params, progress=False)
+    msg = str(err.value)
+    assert str(root) in msg and str(broken) in msg and "will not overwrite" in msg
+    assert snapshot(root) == before
+    # any non-empty folder without the record is refused, complete-looking or not
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "song.wav").write_bytes(b"x")
+    with pytest.raises(DatasetError, match="track folder .*toy_train_00 is missing"):
+        generate_toy_dataset(other, params, progress=False)
+    assert snapshot(other) == {other / "song.wav": b"x"}
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(DatasetError, match="is not a folder"):
+        prepare_toy_dataset(afile, params, progress=False)
+    # an empty or missing folder is filled
+    (tmp_path / "empty").mkdir()
+    for fresh in (tmp_path / "empty", tmp_path / "new" / "toy"):
+        assert prepare_toy_dataset(fresh, params, progress=False)
+        assert toy_dataset_complete(fresh, params)
+
+
+def test_interrupted_generation_is_completed(tmp_path: Path, monkeypatch) -> None:
+    """The record is written before any track, so the generator's own incomplete folder is
+    recognised and completed (the finished tracks are kept)."""
+    params = ToyParams(n_train=2, n_test=1, min_duration=2.0, max_duration=2.0, seed=5)
+    real = toy_module.synthesize_track
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(toy_module, "synthesize_track", failing)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_toy_dataset(tmp_path, params, progress=False)
+    monkeypatch.setattr(toy_module, "synthesize_track", real)
+    assert (tmp_path / "toy.json").is_file() and not toy_dataset_complete(tmp_path, params)
+    done = tmp_path / "train" / "toy_train_00" / "vocals.wav"
+    stamp = done.stat().st_mtime_ns
+    assert prepare_toy_dataset(tmp_path, params, progress=False)
+    assert toy_dataset_complete(tmp_path, params)
+    assert done.stat().st_mtime_ns == stamp  # not rewritten
+
+
 def test_toy_params_checked() -> None:
-    with pytest.raises(ValueError, match="min_duration"):
+    with pytest.raises(ConfigError, match="min_duration"):
         ToyParams(min_duration=5.0, max_duration=4.0)
-    with pytest.raises(ValueError, match="n_train"):
+    with pytest.raises(ConfigError, match="n_train"):
         ToyParams(n_train=0)
+    with pytest.raises(ConfigError, match="toy.seed=1.5 must be an integer"):
+        ToyParams(seed=1.5)
 
 
 @pytest.mark.slow
@@ -137,7 +205,7 @@ def test_prep_dataset_script(tmp_path: Path) -> None:
         sys.executable,
         str(REPO / "prep_dataset.py"),
         "dset=toy",
-        f"data_dir={root}",
+        f"dset.data_dir={root}",
         "dset.toy.n_train=3",
         "dset.toy.n_test=1",
         "dset.toy.min_duration=7",
@@ -161,7 +229,12 @@ def test_prep_dataset_script(tmp_path: Path) -> None:
     assert wav.stat().st_mtime_ns == stamp
     assert {p.name: p.read_bytes() for p in (root / "sad").iterdir()} == index
     # a missing dataset: a clear error, no traceback
-    bad = [*cmd[:2], f"data_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    bad = [*cmd[:2], f"dset.data_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
     done = subprocess.run(bad, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "zenodo.org/records/3338373" in done.stderr and "Traceback" not in done.stderr
+    # a bad setting: one line naming the key, no traceback
+    bad = [*cmd, "+dset.win_size=3"]
+    done = subprocess.run(bad, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "unknown dataset setting(s) dset.win_size; valid keys: name" in done.stderr

@@ -13,9 +13,12 @@ from bsrnn.data import (
     MUSDB_STEMS,
     MUSDB_VALIDATION_TRACKS,
     DatasetError,
+    DataSettings,
     discover_tracks,
+    read_track_audio,
     split_track_names,
 )
+from bsrnn.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 STEMS = ("mixture", *MUSDB_STEMS)
@@ -66,11 +69,23 @@ def test_discovery_and_validation_split(dataset: Path) -> None:
         split_track_names(dataset, "validation", 2)
 
 
-def test_musdb_validation_tracks_in_configs() -> None:
+def test_musdb_validation_tracks_in_one_place(tmp_path: Path) -> None:
+    """The 14 names live in MUSDB_VALIDATION_TRACKS only; the config says `musdb`."""
     assert len(MUSDB_VALIDATION_TRACKS) == 14 == len(set(MUSDB_VALIDATION_TRACKS))
-    for name in ("musdb18hq", "musdb18hq_sad"):
-        cfg = OmegaConf.load(REPO / "conf" / "dset" / f"{name}.yaml")
-        assert tuple(cfg.validation_tracks) == MUSDB_VALIDATION_TRACKS
+    cfg = OmegaConf.load(REPO / "conf" / "dset" / "musdb18hq.yaml")
+    assert cfg.validation_tracks == "musdb"
+    for path in (REPO / "conf").rglob("*.yaml"):
+        assert MUSDB_VALIDATION_TRACKS[0] not in path.read_text(), path
+    for name in [*MUSDB_VALIDATION_TRACKS, "x - other"]:
+        write_track(tmp_path / "train" / name, frames=100)
+    assert split_track_names(tmp_path, "valid", "musdb") == sorted(MUSDB_VALIDATION_TRACKS)
+    assert split_track_names(tmp_path, "train") == ["x - other"]  # musdb by default
+    settings = DataSettings(data_dir=tmp_path)
+    assert settings.validation_tracks == "musdb"
+    assert [t.name for t in settings.tracks("valid")] == sorted(MUSDB_VALIDATION_TRACKS)
+    assert DataSettings(validation_tracks=["b", "a"]).validation_tracks == ("b", "a")
+    with pytest.raises(ConfigError, match="validation_tracks='a': expected 'musdb'"):
+        split_track_names(tmp_path, "valid", "a")
 
 
 def test_missing_root_says_where_and_how(tmp_path: Path) -> None:
@@ -124,3 +139,48 @@ def test_validation_tracks_missing_from_train_are_listed(dataset: Path) -> None:
         discover_tracks(dataset, "valid", validation_tracks=["a", "b", "c", "d", "e"])
     with pytest.raises(DatasetError, match="between 0 and 4"):
         discover_tracks(dataset, "valid", validation_tracks=7)
+
+
+def test_read_track_audio_mixture_from_stems_or_file(tmp_path: Path) -> None:
+    """mixture="stems" sums the sources (what the reference separates); "file" reads
+    mixture.wav; they differ here as on some MUSDB18-HQ test tracks."""
+    write_track(tmp_path / "test" / "t", frames=500)
+    folder = tmp_path / "test" / "t"
+    stems = {s: sf.read(folder / f"{s}.wav", dtype="float32")[0].T for s in MUSDB_STEMS}
+    file_mix = sf.read(folder / "mixture.wav", dtype="float32")[0].T
+    (track,) = discover_tracks(tmp_path, "test")
+    order = ["drums", "vocals", "other", "bass"]
+    mixture, got = read_track_audio(track, order)
+    assert mixture.shape == (2, 500) and got.shape == (4, 2, 500) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.stack([stems[s] for s in order]))
+    np.testing.assert_allclose(mixture, sum(stems.values()), rtol=0, atol=1e-6)
+    assert not np.allclose(mixture, file_mix, atol=1e-3)
+    mixture, got = read_track_audio(track, ["bass"], mixture="file", stop=200)
+    np.testing.assert_array_equal(mixture, file_mix[:, :200])
+    np.testing.assert_array_equal(got, stems["bass"][None, :, :200])
+    with pytest.raises(ConfigError, match="mixture='sum': expected one of stems, file"):
+        read_track_audio(track, ["bass"], mixture="sum")
+
+
+def test_datamodule_validation_mixture_setting(tmp_path: Path) -> None:
+    """dset.mixture picks the validation/test mixture: stems (default) or mixture.wav."""
+    from bsrnn.data import MusdbDataModule
+
+    for name in ("a", "b"):
+        write_track(tmp_path / "train" / name, frames=400)
+    write_track(tmp_path / "test" / "t", frames=300)
+    folder = tmp_path / "train" / "a"
+    stems = sum(sf.read(folder / f"{s}.wav", dtype="float32")[0].T for s in MUSDB_STEMS)
+    file_mix = sf.read(folder / "mixture.wav", dtype="float32")[0].T
+    got = {}
+    for mixture in ("stems", "file"):
+        settings = DataSettings(
+            data_dir=tmp_path, validation_tracks=1, mixture=mixture, num_workers=0
+        )
+        dm = MusdbDataModule(settings, targets=["vocals"])
+        got[mixture], references = next(iter(dm.val_dataloader()))
+        assert references.shape == (1, 1, 2, 400)
+    np.testing.assert_allclose(got["stems"][0].numpy(), stems, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(got["file"][0].numpy(), file_mix)
+    with pytest.raises(ConfigError, match="dset.mixture='mix': expected one of stems, file"):
+        DataSettings(mixture="mix")

@@ -52,14 +52,35 @@ def read_audio(
 ) -> tuple[np.ndarray, int]:
     """Read frames ``[start, stop)`` of ``path`` (only those frames are decoded).
 
-    Returns ``(audio [channels, frames] float32, sample_rate)``.
+    Returns ``(audio [channels, frames] float32, sample_rate)``. Every reader of audio in this
+    project comes through here, so one check covers training, validation, evaluation and
+    inference: a file holding NaN or infinite samples (possible in float WAVs) raises
+    :class:`AudioError` naming the file and the first bad position.
     """
     path = Path(path)
     try:
         data, sr = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"cannot read {path} as audio: {err}") from err
+    _check_finite(data, path, int(sr), start)
     return np.ascontiguousarray(data.T), int(sr)
+
+
+def _check_finite(data: np.ndarray, path: Path, sample_rate: int, start: int = 0) -> None:
+    """Raise :class:`AudioError` if ``data [frames, channels]`` (read from ``path`` at frame
+    ``start``) holds a NaN or infinite sample, naming the first one in time."""
+    finite = np.isfinite(data)
+    if finite.all():
+        return
+    frame, channel = np.argwhere(~finite)[0]  # row-major: earliest frame, then lowest channel
+    position = start + int(frame)
+    n_bad = int(finite.size - np.count_nonzero(finite))
+    raise AudioError(
+        f"{path} holds non-finite audio: sample {position} ({position / sample_rate:.3f} s), "
+        f"channel {int(channel)} is {data[frame, channel]} ({n_bad} non-finite value(s) in "
+        f"frames [{start}, {start + data.shape[0]})); expected finite samples. Repair or "
+        "re-export the file."
+    )
 
 
 def write_audio(

@@ -1,8 +1,8 @@
-"""Data: track discovery, activity detection, augmentations, datasets, the DataModule and the
-synthetic stand-in dataset.
+"""Data: typed dataset settings, track discovery, activity detection, augmentations, datasets,
+the DataModule and the synthetic stand-in dataset.
 
-``MusdbDataModule`` is imported on first use, so that evaluation and inference, which only
-need track discovery, do not import Lightning.
+``MusdbDataModule`` is imported on first use, so that evaluation, inference and
+``prep_dataset.py``, which need the settings and track reading only, do not import Lightning.
 """
 
 from typing import Any
@@ -18,6 +18,8 @@ from bsrnn.data.activity import (
 )
 from bsrnn.data.augment import AUGMENTATIONS, AugmentationParams, SourceAugmenter
 from bsrnn.data.datasets import EpochSampler, TrackDataset, TrainingExamples
+from bsrnn.data.prepare import prepare_dataset
+from bsrnn.data.settings import DEFAULT_DATASET, SAMPLINGS, DataSettings
 from bsrnn.data.toy import (
     ToyParams,
     generate_toy_dataset,
@@ -26,21 +28,27 @@ from bsrnn.data.toy import (
     toy_dataset_complete,
 )
 from bsrnn.data.tracks import (
+    MIXTURES,
     MUSDB_STEMS,
     MUSDB_VALIDATION_TRACKS,
     DatasetError,
     Track,
     discover_tracks,
     read_track,
+    read_track_audio,
     split_track_names,
 )
 
 __all__ = [
     "AUGMENTATIONS",
+    "DEFAULT_DATASET",
+    "MIXTURES",
     "MUSDB_STEMS",
     "MUSDB_VALIDATION_TRACKS",
+    "SAMPLINGS",
     "ActivityParams",
     "AugmentationParams",
+    "DataSettings",
     "DatasetError",
     "EpochSampler",
     "MusdbDataModule",
@@ -55,8 +63,10 @@ __all__ = [
     "discover_tracks",
     "generate_toy_dataset",
     "load_activity_index",
+    "prepare_dataset",
     "prepare_toy_dataset",
     "read_track",
+    "read_track_audio",
     "split_track_names",
     "synthesize_track",
     "toy_dataset_complete",

@@ -26,7 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from bsrnn.audio import read_audio
-from bsrnn.data.tracks import DatasetError, Track
+from bsrnn.data.tracks import Track
+from bsrnn.errors import ConfigError, DatasetError
 from bsrnn.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,19 @@ class ActivityParams:
 
     def __post_init__(self) -> None:
         if self.win_duration <= 0:
-            raise ValueError(f"activity.win_duration={self.win_duration} must be positive")
+            raise ConfigError(f"activity.win_duration={self.win_duration} must be positive")
         if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"activity.overlap={self.overlap} must be in [0, 1)")
+            raise ConfigError(f"activity.overlap={self.overlap} must be in [0, 1)")
+        if isinstance(self.n_chunks, bool) or not isinstance(self.n_chunks, int):
+            raise ConfigError(f"activity.n_chunks={self.n_chunks!r} must be an integer")
         if self.n_chunks < 1:
-            raise ValueError(f"activity.n_chunks={self.n_chunks} must be at least 1")
+            raise ConfigError(f"activity.n_chunks={self.n_chunks} must be at least 1")
+        if self.gamma < 0:
+            raise ConfigError(f"activity.gamma={self.gamma} must not be negative")
         if not 0.0 <= self.quantile <= 1.0:
-            raise ValueError(f"activity.quantile={self.quantile} must be in [0, 1]")
+            raise ConfigError(f"activity.quantile={self.quantile} must be in [0, 1]")
         if not 0.0 <= self.active_fraction < 1.0:
-            raise ValueError(f"activity.active_fraction={self.active_fraction} must be in [0, 1)")
+            raise ConfigError(f"activity.active_fraction={self.active_fraction} must be in [0, 1)")
 
     def chunk_frames(self, sample_rate: int) -> int:
         return max(1, int(round(self.win_duration * sample_rate)) // self.n_chunks)
@@ -188,7 +193,10 @@ class Segment:
 
 
 def _missing_index(path: Path, prep_hint: str, what: str) -> DatasetError:
-    return DatasetError(f"{what}: {path}. Compute the activity index with `{prep_hint}`.")
+    return DatasetError(
+        f"{what}: {path}. Compute the activity index with `{prep_hint}` "
+        "(adding this run's dset.* overrides, if any)."
+    )
 
 
 def load_activity_index(

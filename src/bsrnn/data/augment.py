@@ -1,7 +1,8 @@
 """Source augmentations for training examples, named in the dataset config.
 
 Every augmentation draws from the ``numpy.random.Generator`` it is given, so an example is a
-pure function of its seed. Audio is ``float32 [channels, samples]`` of one source.
+pure function of its seed. Audio is ``float32 [channels, samples]`` of one source, or
+``float32 [sources, channels, samples]`` for the example-level ``silenttarget``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bsrnn.errors import ConfigError
+
 AUGMENTATIONS: tuple[str, ...] = (
     "randomcrop",
     "rescale",
     "rescale_db",
     "channelswap",
     "silentsource",
+    "silenttarget",
 )
 
 
@@ -29,23 +33,24 @@ class AugmentationParams:
     rescale_db_min: float = -10.0  # gain range of `rescale_db`, in dB
     rescale_db_max: float = 10.0
     p_channelswap: float = 0.5  # probability that `channelswap` swaps left and right
-    p_silentsource: float = 0.1  # probability that `silentsource` zeroes the source
+    p_silentsource: float = 0.1  # probability that `silentsource` zeroes a source
+    p_silenttarget: float = 0.1  # probability that `silenttarget` removes a target
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rescale_min <= self.rescale_max:
-            raise ValueError(
-                f"rescale_min={self.rescale_min}, rescale_max={self.rescale_max}: "
+            raise ConfigError(
+                f"rescale_min={self.rescale_min} and rescale_max={self.rescale_max}: "
                 "expected 0 <= rescale_min <= rescale_max"
             )
         if not self.rescale_db_min <= self.rescale_db_max:
-            raise ValueError(
+            raise ConfigError(
                 f"rescale_db_min={self.rescale_db_min} must not exceed "
                 f"rescale_db_max={self.rescale_db_max}"
             )
-        for key in ("p_channelswap", "p_silentsource"):
+        for key in ("p_channelswap", "p_silentsource", "p_silenttarget"):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{key}={value} is not a probability in [0, 1]")
+                raise ConfigError(f"{key}={value} is not a probability in [0, 1]")
 
 
 def rescale(audio: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
@@ -75,9 +80,23 @@ def silentsource(audio: np.ndarray, rng: np.random.Generator, p: float) -> np.nd
     return audio
 
 
+def silenttarget(
+    stems: np.ndarray, target_rows: Sequence[int], rng: np.random.Generator, p: float
+) -> np.ndarray:
+    """With probability ``p``, silence one of the target rows of ``stems [S, C, T]`` (chosen
+    uniformly): the target is removed from the mixture (the sum of the stems) and its reference
+    becomes zeros. Returns ``stems`` unchanged or a copy."""
+    if not target_rows or rng.random() >= p:
+        return stems
+    row = target_rows[int(rng.integers(len(target_rows)))]
+    out = stems.copy()
+    out[row] = 0.0
+    return out
+
+
 def crop_start(length: int, seq_len: int, rng: np.random.Generator | None) -> int:
-    """Start of a ``seq_len`` crop inside ``length`` samples: uniform when ``rng`` is given
-    (the ``randomcrop`` augmentation), else the centred crop."""
+    """Start of a ``seq_len`` crop inside ``length`` samples: uniform when ``rng`` is given,
+    else the centred crop (the deterministic examples of ``fast_tr``)."""
     if seq_len > length:
         raise ValueError(f"cannot crop {seq_len} samples out of {length}")
     if rng is None:
@@ -88,8 +107,10 @@ def crop_start(length: int, seq_len: int, rng: np.random.Generator | None) -> in
 class SourceAugmenter:
     """The augmentations named in ``names``, validated at construction.
 
-    ``randomcrop`` chooses where a training example is cropped (see :func:`crop_start`); the
-    others transform each source's waveform independently, in the listed order.
+    ``randomcrop`` is accepted for compatibility with the reference's config lists but is always
+    on: the crop position of a training example is always uniform (see :func:`crop_start`),
+    listed or not. ``silenttarget`` acts on a whole example (:meth:`silence_target`); the others
+    transform each source's waveform independently, in the listed order (:meth:`__call__`).
     """
 
     def __init__(self, names: Sequence[str] = (), params: AugmentationParams | None = None) -> None:
@@ -97,14 +118,14 @@ class SourceAugmenter:
             names = [names]
         unknown = [n for n in names if n not in AUGMENTATIONS]
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown augmentation(s) {', '.join(repr(n) for n in unknown)}; "
                 f"valid augmentations: {', '.join(AUGMENTATIONS)}"
             )
         self.names = tuple(names)
         self.params = params or AugmentationParams()
-        self.random_crop = "randomcrop" in self.names
-        self._waveform = tuple(n for n in self.names if n != "randomcrop")
+        self._waveform = tuple(n for n in self.names if n not in ("randomcrop", "silenttarget"))
+        self._silent_target = "silenttarget" in self.names
 
     def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Augment one source ``[channels, samples]``."""
@@ -119,6 +140,14 @@ class SourceAugmenter:
             elif name == "silentsource":
                 audio = silentsource(audio, rng, p.p_silentsource)
         return audio
+
+    def silence_target(
+        self, stems: np.ndarray, target_rows: Sequence[int], rng: np.random.Generator
+    ) -> np.ndarray:
+        """Apply ``silenttarget`` (when listed) to the augmented ``stems [S, C, T]``."""
+        if not self._silent_target:
+            return stems
+        return silenttarget(stems, target_rows, rng, self.params.p_silenttarget)
 
     def __repr__(self) -> str:
         return f"SourceAugmenter({list(self.names)!r}, {self.params!r})"

@@ -6,6 +6,11 @@ Training examples are drawn from *excerpts*: whole tracks (``sampling="random"``
 its random generator is seeded from those four numbers, so a seeded run is reproducible,
 DataLoader workers never repeat each other (they get different indices) and the result does not
 depend on the number of workers. :class:`EpochSampler` hands the dataset ``(epoch, index)`` keys.
+
+Every dataset here returns ``(mixture [C, T], references [n_t, C, T])``: the references are the
+*targets* (the sources the model estimates) in the order of ``targets``, whatever the order of
+``sources``; the mixture is the sum of all ``sources`` (training, ``mixture="stems"``) or the
+track's ``mixture.wav`` (``mixture="file"``).
 """
 
 from __future__ import annotations
@@ -19,30 +24,34 @@ from torch.utils.data import Dataset, DistributedSampler
 from bsrnn.audio import read_audio
 from bsrnn.data.activity import Segment
 from bsrnn.data.augment import SourceAugmenter, crop_start
-from bsrnn.data.tracks import MIXTURE, DatasetError, Track
+from bsrnn.data.tracks import Track, read_track_audio
+from bsrnn.errors import ConfigError, DatasetError
 
 SILENCE_RMS = 1e-4  # a mixture quieter than this (about -80 dBFS) is redrawn
 MAX_DRAWS = 100
 
 
 class TrainingExamples(Dataset):
-    """Training examples ``(mixture [C, T], sources [S, C, T])``, float32 tensors.
+    """Training examples ``(mixture [C, T], references [n_t, C, T])``, float32 tensors.
 
-    The mixture is the sum of the (augmented, normalised) sources; sources follow the order
-    of ``sources``. A key is an index or an ``(epoch, index)`` pair (from :class:`EpochSampler`).
+    The mixture is the sum of all (augmented, normalised) ``sources``; the references are the
+    ``targets`` among them, in the order of ``targets``. A key is an index or an
+    ``(epoch, index)`` pair (from :class:`EpochSampler`).
 
     Args:
         excerpts: for each source, the excerpts its audio may be drawn from.
-        sources: source names, in output order.
-        target: the source whose excerpts are used when sources are not mixed across tracks.
+        sources: source names; the mixture sums them all.
+        targets: the sources returned as references, in this order; when sources are not mixed
+            across tracks all of them are read at one excerpt of ``targets[0]``.
         seq_len: samples per example.
         length: examples per epoch.
-        augmenter: the configured augmentations (``randomcrop`` decides the crop position).
+        augmenter: the configured augmentations.
         random_track_mix: draw each source from its own random excerpt (else all sources are
-            read at one excerpt of ``target``, as in the real song).
+            read at one excerpt of ``targets[0]``, as in the real song).
         peak_normalize: divide the sources (hence the mixture) by the mixture's peak.
         deterministic: no randomness at all: example ``i`` is the centred crop of excerpt
-            ``i`` of ``target``, no augmentation (``fast_tr``).
+            ``i`` of ``targets[0]``, no augmentation (``fast_tr``). Otherwise the crop position
+            is uniform inside the excerpt.
         seed, rank: seed of the run and rank of this process (distributed training).
     """
 
@@ -50,7 +59,7 @@ class TrainingExamples(Dataset):
         self,
         excerpts: Mapping[str, Sequence[Segment]],
         sources: Sequence[str],
-        target: str,
+        targets: Sequence[str],
         seq_len: int,
         length: int,
         augmenter: SourceAugmenter,
@@ -60,9 +69,11 @@ class TrainingExamples(Dataset):
         seed: int = 42,
         rank: int = 0,
     ) -> None:
-        if target not in sources:
-            raise ValueError(f"target {target!r} is not among the sources {list(sources)}")
-        needed = list(sources) if random_track_mix and not deterministic else [target]
+        self.sources = list(sources)
+        self.targets = check_targets(targets, self.sources)
+        self.target_rows = [self.sources.index(t) for t in self.targets]
+        self.random_track_mix = random_track_mix and not deterministic
+        needed = self.sources if self.random_track_mix else [self.targets[0]]
         for name in needed:
             if not excerpts.get(name):
                 raise DatasetError(f"no excerpt to draw source {name!r} from")
@@ -74,14 +85,11 @@ class TrainingExamples(Dataset):
                     f"[{short[0].start}, {short[0].end})"
                 )
         if length < 1:
-            raise ValueError(f"examples per epoch must be positive, got {length}")
+            raise ConfigError(f"examples per epoch must be positive, got {length}")
         self.excerpts = {k: list(v) for k, v in excerpts.items()}
-        self.sources = list(sources)
-        self.target = target
         self.seq_len = int(seq_len)
         self.length = int(length)
         self.augmenter = augmenter
-        self.random_track_mix = random_track_mix
         self.peak_normalize = peak_normalize
         self.deterministic = deterministic
         self.seed = int(seed)
@@ -100,24 +108,23 @@ class TrainingExamples(Dataset):
         return audio
 
     def _draw(self, rng: np.random.Generator | None, index: int) -> np.ndarray:
-        """Sources ``[S, C, T]`` of one draw (``rng`` None: deterministic excerpt ``index``)."""
-        crop_rng = rng if self.augmenter.random_crop else None
+        """All sources ``[S, C, T]`` of one draw (``rng`` None: deterministic excerpt
+        ``index``, centred crop, no augmentation)."""
         if rng is not None and self.random_track_mix:
             stems = []
             for source in self.sources:
                 pool = self.excerpts[source]
                 seg = pool[int(rng.integers(len(pool)))]
-                stems.append(
-                    self._read(seg, source, crop_start(seg.frames, self.seq_len, crop_rng))
-                )
+                stems.append(self._read(seg, source, crop_start(seg.frames, self.seq_len, rng)))
         else:
-            pool = self.excerpts[self.target]
+            pool = self.excerpts[self.targets[0]]
             seg = pool[index % len(pool) if rng is None else int(rng.integers(len(pool)))]
-            offset = crop_start(seg.frames, self.seq_len, crop_rng)
+            offset = crop_start(seg.frames, self.seq_len, rng)
             stems = [self._read(seg, source, offset) for source in self.sources]
-        if rng is not None:
-            stems = [self.augmenter(audio, rng) for audio in stems]
-        return np.stack(stems)
+        if rng is None:
+            return np.stack(stems)
+        stems = np.stack([self.augmenter(audio, rng) for audio in stems])
+        return self.augmenter.silence_target(stems, self.target_rows, rng)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -131,7 +138,8 @@ class TrainingExamples(Dataset):
                     sources = sources / np.float32(peak)
                     mixture = sources.sum(axis=0)
             if float(np.sqrt(np.mean(np.square(mixture, dtype=np.float64)))) >= SILENCE_RMS:
-                return torch.from_numpy(mixture), torch.from_numpy(sources)
+                references = np.ascontiguousarray(sources[self.target_rows])
+                return torch.from_numpy(mixture), torch.from_numpy(references)
         raise DatasetError(
             f"no non-silent mixture in {MAX_DRAWS} draws for example {index} (epoch {epoch}): "
             "are the tracks silent?"
@@ -139,27 +147,54 @@ class TrainingExamples(Dataset):
 
 
 class TrackDataset(Dataset):
-    """Full tracks ``(mixture [C, T], sources [S, C, T])``, float32 tensors.
+    """Full tracks ``(mixture [C, T], references [n_t, C, T])``, float32 tensors.
 
-    The mixture is read from ``mixture.wav``; ``seq_len`` (optional) keeps the first samples.
+    ``mixture="stems"``: the mixture is the sum of ``sources``; ``"file"``: ``mixture.wav``
+    (see :func:`~bsrnn.data.tracks.read_track_audio`). The references are the ``targets`` in
+    their order. ``seq_len`` (optional) keeps the first samples.
     """
 
     def __init__(
-        self, tracks: Sequence[Track], sources: Sequence[str], seq_len: int | None = None
+        self,
+        tracks: Sequence[Track],
+        sources: Sequence[str],
+        targets: Sequence[str],
+        mixture: str = "stems",
+        seq_len: int | None = None,
     ) -> None:
         self.tracks = list(tracks)
-        self.sources = list(sources)
+        self.targets = check_targets(targets, sources)
+        # stems: every source makes the mixture; file: only the targets need reading
+        self.read = list(sources) if mixture == "stems" else list(self.targets)
+        self.target_rows = [self.read.index(t) for t in self.targets]
+        self.mixture = mixture
         self.seq_len = seq_len
 
     def __len__(self) -> int:
         return len(self.tracks)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        track = self.tracks[index]
-        stop = track.frames if self.seq_len is None else min(self.seq_len, track.frames)
-        mixture, _ = read_audio(track.stem_path(MIXTURE), 0, stop)
-        sources = np.stack([read_audio(track.stem_path(s), 0, stop)[0] for s in self.sources])
-        return torch.from_numpy(mixture), torch.from_numpy(sources)
+        mixture, stems = read_track_audio(
+            self.tracks[index], self.read, self.mixture, stop=self.seq_len
+        )
+        references = np.ascontiguousarray(stems[self.target_rows])
+        return torch.from_numpy(mixture), torch.from_numpy(references)
+
+
+def check_targets(targets: Sequence[str], sources: Sequence[str]) -> list[str]:
+    """``targets`` as a list: non-empty, distinct, each among ``sources`` (else ConfigError)."""
+    if isinstance(targets, str) or not isinstance(targets, Sequence):
+        raise ConfigError(f"targets={targets!r}: expected a list of source names")
+    targets = list(targets)
+    if not targets or len(set(targets)) != len(targets):
+        raise ConfigError(f"targets={targets}: expected distinct source names, at least one")
+    missing = [t for t in targets if t not in sources]
+    if missing:
+        raise ConfigError(
+            f"target(s) {', '.join(repr(t) for t in missing)} not among the dataset's sources "
+            f"(dset.sources={list(sources)})"
+        )
+    return targets
 
 
 class EpochSampler(DistributedSampler):

@@ -12,6 +12,10 @@ panning). Everything derives from one seed: the same parameters give the same fi
 The output has the MUSDB18-HQ layout: ``<root>/{train,test}/<track>/{mixture,vocals,bass,
 drums,other}.wav``, stereo float32 WAV, ``mixture = vocals + bass + drums + other`` exactly
 (in that order, in float32), mixture peak below 1.
+
+The generator only ever writes into a folder it made: a missing or empty folder, or one holding
+its record ``toy.json`` (written before any track, so an interrupted run can be completed). Any
+other folder is refused with a :class:`~bsrnn.errors.DatasetError`, never overwritten.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from tqdm import tqdm
 
 from bsrnn.audio import audio_info, write_audio
 from bsrnn.data.tracks import MIXTURE, MUSDB_STEMS
+from bsrnn.errors import AudioError, ConfigError, DatasetError
 from bsrnn.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -70,10 +75,17 @@ class ToyParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for key in ("n_train", "n_test", "seed"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"toy.{key}={value!r} must be an integer")
         if self.n_train < 1 or self.n_test < 0:
-            raise ValueError(f"toy.n_train={self.n_train} must be >= 1, n_test >= 0")
+            raise ConfigError(
+                f"toy.n_train={self.n_train}, toy.n_test={self.n_test}: expected n_train >= 1 "
+                "and n_test >= 0"
+            )
         if not 2.0 <= self.min_duration <= self.max_duration:
-            raise ValueError(
+            raise ConfigError(
                 f"toy durations [{self.min_duration}, {self.max_duration}] s: expected "
                 "2 <= min_duration <= max_duration"
             )
@@ -500,18 +512,44 @@ def _track_duration(params: ToyParams, subset: str, index: int) -> float:
     return float(rng.uniform(params.min_duration, params.max_duration))
 
 
-def _track_complete(folder: Path, sample_rate: int) -> bool:
+def _track_problem(folder: Path, sample_rate: int) -> str | None:
+    """What is wrong with one generated track folder (None: it is complete)."""
+    if not folder.is_dir():
+        return f"track folder {folder} is missing"
     try:
         infos = [audio_info(folder / f"{s}.wav") for s in (MIXTURE, *MUSDB_STEMS)]
-    except ValueError:
-        return False
-    return len({(i.sample_rate, i.channels, i.frames) for i in infos}) == 1 and (
-        infos[0].sample_rate == sample_rate
-    )
+    except AudioError as err:
+        return str(err)
+    if len({(i.sample_rate, i.channels, i.frames) for i in infos}) != 1:
+        return f"the stems in {folder} differ in sample rate, channel count or length"
+    if infos[0].sample_rate != sample_rate:
+        return f"{infos[0].path} is at {infos[0].sample_rate} Hz, not {sample_rate} Hz"
+    return None
+
+
+def _tracks_problem(root: Path, params: ToyParams, sample_rate: int) -> str | None:
+    """The first problem among the tracks ``params`` lists under ``root`` (None: all complete)."""
+    for subset, names in track_names(params).items():
+        for name in names:
+            problem = _track_problem(root / subset / name, sample_rate)
+            if problem is not None:
+                return problem
+    return None
 
 
 def _params_record(params: ToyParams, sample_rate: int) -> dict:
     return {"sample_rate": int(sample_rate), **asdict(params)}
+
+
+def _read_record(root: Path) -> dict | None:
+    """The generator's record in ``root`` (None: missing or not one of its records)."""
+    try:
+        record = json.loads((root / PARAMS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not {"n_train", "n_test", "seed"} <= set(record):
+        return None
+    return record
 
 
 def toy_dataset_complete(
@@ -519,17 +557,26 @@ def toy_dataset_complete(
 ) -> bool:
     """Whether ``root`` holds every track of ``params`` (and was made with these parameters)."""
     root = Path(root)
-    try:
-        record = json.loads((root / PARAMS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if _read_record(root) != _params_record(params, sample_rate):
         return False
-    if record != _params_record(params, sample_rate):
-        return False
-    return all(
-        _track_complete(root / subset / name, sample_rate)
-        for subset, names in track_names(params).items()
-        for name in names
-    )
+    return _tracks_problem(root, params, sample_rate) is None
+
+
+def _claim_folder(root: Path, params: ToyParams, sample_rate: int) -> None:
+    """Create ``root`` if missing; raise :class:`DatasetError` unless it is empty or the
+    generator's own folder (it holds the generator's record)."""
+    if root.exists() and not root.is_dir():
+        raise DatasetError(
+            f"{root} is not a folder; the stand-in dataset generator will not overwrite it"
+        )
+    if root.is_dir() and any(root.iterdir()) and _read_record(root) is None:
+        problem = _tracks_problem(root, params, sample_rate) or "every track is there"
+        raise DatasetError(
+            f"{root} is not a complete stand-in dataset ({problem}) and was not made by the "
+            f"generator (it has no {PARAMS_FILE} record), so the generator will not overwrite "
+            "it. Point dset.data_dir at a new or empty folder, or repair or move this one."
+        )
+    root.mkdir(parents=True, exist_ok=True)
 
 
 def generate_toy_dataset(
@@ -540,15 +587,17 @@ def generate_toy_dataset(
 ) -> Path:
     """Write the stand-in dataset to ``root`` (MUSDB18-HQ layout), skipping complete tracks
     made with the same parameters. Generated track folders that ``params`` no longer lists
-    are removed. Returns ``root``."""
+    are removed. Returns ``root``.
+
+    ``root`` must be missing, empty, or a folder this generator made (else
+    :class:`DatasetError`, and nothing is written).
+    """
     root = Path(root)
-    same = False
-    try:
-        same = json.loads((root / PARAMS_FILE).read_text(encoding="utf-8")) == _params_record(
-            params, sample_rate
-        )
-    except (OSError, ValueError):
-        pass
+    _claim_folder(root, params, sample_rate)
+    record = _params_record(params, sample_rate)
+    same = _read_record(root) == record
+    # the record marks the folder as the generator's before any track is written
+    write_text_atomic(root / PARAMS_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
     names = track_names(params)
     for subset, wanted in names.items():  # drop stale generated tracks
         folder = root / subset
@@ -559,22 +608,21 @@ def generate_toy_dataset(
     jobs = [(s, i, n) for s, wanted in names.items() for i, n in enumerate(wanted)]
     for subset, index, name in tqdm(jobs, desc="toy dataset", unit="track", disable=not progress):
         folder = root / subset / name
-        if same and _track_complete(folder, sample_rate):
+        if same and _track_problem(folder, sample_rate) is None:
             continue
         stems = synthesize_track(
             _track_seed(params, subset, index), _track_duration(params, subset, index), sample_rate
         )
         for stem, audio in stems.items():
             write_audio(folder / f"{stem}.wav", audio, sample_rate, subtype="FLOAT")
-    record = json.dumps(_params_record(params, sample_rate), indent=2, sort_keys=True) + "\n"
-    write_text_atomic(root / PARAMS_FILE, record)
     return root
 
 
 def prepare_toy_dataset(
     root: str | os.PathLike, params: ToyParams, sample_rate: int = 44100, progress: bool = True
 ) -> bool:
-    """Generate the stand-in dataset unless ``root`` already holds it complete.
+    """Generate the stand-in dataset unless ``root`` already holds it complete (only into a
+    missing or empty folder or one the generator made: see :func:`generate_toy_dataset`).
 
     Returns True when something was generated."""
     if toy_dataset_complete(root, params, sample_rate):

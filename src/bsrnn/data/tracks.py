@@ -3,6 +3,7 @@
 The layout is ``<data_dir>/{train,test}/<track name>/{mixture,vocals,bass,drums,other}.wav``.
 The validation split is a set of tracks taken out of ``train/`` (by default the 14 tracks that
 musdb lists as ``validation_tracks``); the training split is the rest of ``train/``.
+:func:`read_track_audio` reads a track's stems and the mixture the model separates.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bsrnn.audio import audio_info
-from bsrnn.errors import AudioError, DatasetError
+import numpy as np
+
+from bsrnn.audio import audio_info, read_audio
+from bsrnn.errors import AudioError, ConfigError, DatasetError
 
 MIXTURE = "mixture"
 MUSDB_STEMS: tuple[str, ...] = ("vocals", "bass", "drums", "other")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+# What a validation/evaluation mixture is: the sum of the stems (as the reference separates) or
+# the track's mixture.wav (they differ on some MUSDB18-HQ tracks).
+MIXTURES: tuple[str, ...] = ("stems", "file")
+# The config's `validation_tracks: musdb` stands for MUSDB_VALIDATION_TRACKS.
+MUSDB_VALIDATION = "musdb"
 
 # musdb's `validation_tracks` (musdb/configs/mus.yaml): 14 tracks of MUSDB18's training set.
 MUSDB_VALIDATION_TRACKS: tuple[str, ...] = (
@@ -61,11 +69,11 @@ def missing_dataset_message(data_dir: str | os.PathLike, what: str) -> str:
     """The error text for a dataset that is not where the configuration says it is."""
     root = Path(data_dir)
     return (
-        f"{what} (data_dir={str(data_dir)!r}, resolved to {root.resolve()}). "
+        f"{what} (dset.data_dir={str(data_dir)!r}, resolved to {root.resolve()}). "
         "Expected the MUSDB18-HQ layout: train/ and test/ folders holding one folder per track "
         "with mixture.wav, vocals.wav, bass.wav, drums.wav and other.wav. "
         "Get MUSDB18-HQ from https://zenodo.org/records/3338373 and unzip it into data/musdb18hq "
-        "(or point data_dir=... at it), or create the small synthetic stand-in with "
+        "(or point dset.data_dir=... at it), or create the small synthetic stand-in with "
         "`python prep_dataset.py dset=toy` (written to data/toy/)."
     )
 
@@ -93,12 +101,17 @@ def resolve_validation_tracks(
 ) -> list[str]:
     """Names of the validation tracks among ``train_names``.
 
-    ``validation_tracks`` is a list of names (each must be in ``train_folder``) or a count ``n``
-    (the first ``n`` tracks in sorted order).
+    ``validation_tracks`` is ``"musdb"`` (:data:`MUSDB_VALIDATION_TRACKS`), a list of names
+    (each must be in ``train_folder``) or a count ``n`` (the first ``n`` tracks in sorted order).
     """
-    if isinstance(validation_tracks, bool) or not isinstance(validation_tracks, (int, Sequence)):
-        raise DatasetError(
-            f"validation_tracks must be a list of track names or a count, got {validation_tracks!r}"
+    if validation_tracks == MUSDB_VALIDATION:
+        validation_tracks = MUSDB_VALIDATION_TRACKS
+    if isinstance(validation_tracks, (bool, str)) or not isinstance(
+        validation_tracks, (int, Sequence)
+    ):
+        raise ConfigError(
+            f"validation_tracks={validation_tracks!r}: expected {MUSDB_VALIDATION!r}, a list of "
+            "track names or a count"
         )
     if isinstance(validation_tracks, int):
         if not 0 <= validation_tracks < len(train_names):
@@ -107,8 +120,6 @@ def resolve_validation_tracks(
                 f"{len(train_names) - 1} (there are {len(train_names)} tracks in {train_folder})"
             )
         return sorted(train_names)[:validation_tracks]
-    if isinstance(validation_tracks, str):
-        validation_tracks = [validation_tracks]
     names = list(dict.fromkeys(str(n) for n in validation_tracks))
     present = set(train_names)
     missing = [n for n in names if n not in present]
@@ -169,7 +180,7 @@ def read_track(
 def split_track_names(
     data_dir: str | os.PathLike,
     split: str,
-    validation_tracks: Sequence[str] | int = MUSDB_VALIDATION_TRACKS,
+    validation_tracks: str | Sequence[str] | int = MUSDB_VALIDATION,
 ) -> list[str]:
     """Sorted track names of ``split``: ``train`` (train/ minus validation), ``valid``, ``test``."""
     if split not in SPLITS:
@@ -188,7 +199,7 @@ def discover_tracks(
     data_dir: str | os.PathLike,
     split: str,
     sources: Sequence[str] = MUSDB_STEMS,
-    validation_tracks: Sequence[str] | int = MUSDB_VALIDATION_TRACKS,
+    validation_tracks: str | Sequence[str] | int = MUSDB_VALIDATION,
     sample_rate: int | None = None,
 ) -> list[Track]:
     """The checked tracks of ``split`` (``train``, ``valid`` or ``test``), sorted by name.
@@ -199,3 +210,25 @@ def discover_tracks(
     subset = "test" if split == "test" else "train"
     names = split_track_names(data_dir, split, validation_tracks)
     return [read_track(Path(data_dir) / subset / n, sources, sample_rate) for n in names]
+
+
+def read_track_audio(
+    track: Track, sources: Sequence[str], mixture: str = "stems", stop: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``stop`` frames (None: all) of a track: ``(mixture [C, T], stems [S, C, T])``,
+    float32, stems in the order of ``sources``.
+
+    ``mixture="stems"``: the mixture is the sum of ``sources`` (what the reference separates);
+    ``mixture="file"``: it is read from ``mixture.wav``.
+    """
+    if mixture not in MIXTURES:
+        raise ConfigError(f"mixture={mixture!r}: expected one of {', '.join(MIXTURES)}")
+    if isinstance(sources, str) or not sources:
+        raise ConfigError(f"sources={sources!r}: expected a non-empty list of stem names")
+    stop = track.frames if stop is None else min(int(stop), track.frames)
+    stems = np.stack([read_audio(track.stem_path(s), 0, stop)[0] for s in sources])
+    if mixture == "stems":
+        mix = stems.sum(axis=0, dtype=np.float32)
+    else:
+        mix, _ = read_audio(track.stem_path(MIXTURE), 0, stop)
+    return mix, stems
