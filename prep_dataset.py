@@ -11,23 +11,26 @@ from __future__ import annotations
 import logging
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from bsrnn.data import DataSettings, prepare_dataset
-from bsrnn.errors import BsrnnError
+from bsrnn.cli import plain, register_model_schemas, run_entry
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("prep_dataset")
+register_model_schemas()
+
+
+def run(cfg: DictConfig) -> dict:
+    from bsrnn.data import DataSettings, prepare_dataset
+
+    paths = prepare_dataset(DataSettings.from_mapping(plain(cfg.dset)), progress=True)
+    for name, path in paths.items():
+        log.info("activity index %s: %s", name, path)
+    return paths
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
-    try:
-        settings = DataSettings.from_mapping(OmegaConf.to_container(cfg.dset, resolve=True))
-        paths = prepare_dataset(settings, progress=True)
-    except BsrnnError as err:
-        raise SystemExit(f"error: {err}") from None
-    for name, path in paths.items():
-        log.info("activity index %s: %s", name, path)
+    run_entry("prep_dataset.py", lambda: run(cfg))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from bsrnn.runtime import training_precision
 
     route_lightning_logs_to_root()
+    L.seed_everything(int(cfg.seed), workers=True)  # before the network draws its weights
     net = build_model(plain(cfg.src_mod))
     data = DataSettings.from_mapping(plain(cfg.dset))
     monitor = str(cfg.optim.monitor_val)
@@ -100,7 +101,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if tb_version is None and previous.get("name") == run_name:
             tb_version = previous.get("version")  # continue the same TensorBoard run
 
-    L.seed_everything(int(cfg.seed), workers=True)
     if resume_kind == "weights":  # e.g. a checkpoint published by the reference
         source = load_model(resume)
         if source.config != net.config:

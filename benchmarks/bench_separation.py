@@ -1,115 +1,401 @@
-"""Whole-track separation: speed and peak memory as the track grows.
+"""Four-stem separation speed and memory: BSRNN (fp32, bf16), SIMO-BSRNN, HTDemucs, baseline.
 
-Each track length runs in its own subprocess (4 targets, random weights, CPU, 2 torch threads,
-the default linear fader: 11 s chunks every 10 s). Reported per length:
-- speed: seconds of audio separated per second of compute;
-- peak RSS (the process's high-water mark, ``resource.getrusage`` maxrss);
-- working memory: peak RSS minus the RSS just before separating (models, input) minus the
-  output ``[1, 4, 2, T]`` float32 itself. This is what chunking must keep flat.
+Times the separation of the same stereo mixture (``--seconds``, default 10 s, 44.1 kHz, random
+audio) into vocals, bass, drums and other with:
 
-    python benchmarks/bench_separation.py                 # bsrnn 64/8: 30 s, 3 min, 10 min
-    python benchmarks/bench_separation.py --quick         # 30 s and 3 min
-    python benchmarks/bench_separation.py --feature-dim 16 --num-repeat 2   # bsrnn-tiny
+  (a) four per-target BSRNN networks (``--feature-dim``/``--num-repeat``, default 64/8), fp32;
+  (b) the same networks under bf16 autocast (n/a, with the reason, where the CPU has no native
+      bf16: emulated bf16 is slower than fp32; ``--force-bf16`` runs it anyway);
+  (c) one multi-target network (``make_simo_model``), fp32 and bf16;
+  (d) HTDemucs (the ``htdemucs`` architecture, random weights) through
+      ``demucs.apply.apply_model`` with its defaults (shifts=1, split=True, overlap=0.25,
+      7.8 s segments); skipped when demucs is not installed (benchmarks/requirements.txt);
+  (e) the per-band-loop baseline (benchmarks/per_band_baseline.py) for the four targets.
+
+BSRNN networks separate through ``bsrnn.separator.Separator`` (the users' chunking: 11 s chunks
+every 10 s). The per-target networks of (a), (b) and (e) hold the same weights (the baseline's
+random initialisation mapped onto ours, as benchmarks/bench_model.py does), so (e) must match
+(a) and its SNR column checks that.
+
+Each configuration runs in a fresh subprocess with ``--threads`` torch threads (default 1,
+``OMP_NUM_THREADS`` too): one warm-up separation of ``--warmup-seconds`` of audio, then
+``--repeats`` timed separations of the whole mixture; the best time counts. Memory, on Linux:
+"peak RSS" is the process's resident set high-water mark during the timed separations
+(``VmHWM`` after resetting it through ``/proc/self/clear_refs``; it includes Python, torch and
+the models); "RSS growth" is that peak minus the resident set just before them: the working
+memory of one separation, its output included. Weights are random: the SNR column (dB, mean
+over the four stems, min in brackets) compares outputs with the fp32 twin, not with references.
+
+    python benchmarks/bench_separation.py                          # 10 s, 1 thread
+    python benchmarks/bench_separation.py --threads 2 --repeats 3
+    python benchmarks/bench_separation.py --seconds 2 --repeats 1 --feature-dim 16 --num-repeat 2
+    python benchmarks/bench_separation.py --only a,d               # a subset of the rows
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import gc
+import importlib.util
 import json
 import os
+import platform
+import random
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+import types
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from bsrnn import runtime  # noqa: E402
 
 TARGETS = ("vocals", "bass", "drums", "other")
 SR = 44100
 
+#: HTDemucs as ``demucs.pretrained`` builds the ``htdemucs`` model (signature 955717e8): the
+#: constructor arguments stored in that checkpoint that differ from HTDemucs' defaults.
+HTDEMUCS_KWARGS: dict[str, Any] = {
+    "sources": ["drums", "bass", "other", "vocals"],
+    "audio_channels": 2,
+    "samplerate": SR,
+    "segment": Fraction(39, 5),
+    "channels": 48,
+    "depth": 4,
+    "nfft": 4096,
+    "bottom_channels": 512,
+    "dconv_mode": 3,
+    "dconv_comp": 8,
+    "t_layers": 5,
+    "t_heads": 8,
+    "t_dropout": 0.02,
+    "multi_freqs": [],
+}
 
-def _rss_kib() -> int:
+
+# --------------------------------------------------------------------------------------------
+# The networks (the lead switches model construction here)
+# --------------------------------------------------------------------------------------------
+def make_model(target: str, feature_dim: int, num_repeat: int, **options: Any) -> nn.Module:
+    """One per-target BSRNN with random weights."""
+    from bsrnn.models import build_model
+
+    return build_model(
+        {"target": target, "feature_dim": feature_dim, "num_repeat": num_repeat, **options}
+    )
+
+
+def make_simo_model(feature_dim: int = 64, num_repeat: int = 8) -> nn.Module | None:
+    """The multi-target network (the ``simo-bsrnn`` preset) with random weights, or None while
+    it is not available."""
+    return None
+
+
+def make_separator(models: list[nn.Module], precision: str, force: bool) -> Any:
+    """The users' separator on the CPU (default chunking) in ``precision``; ``force`` keeps
+    bf16 even where the separator would fall back to fp32."""
+    from bsrnn.separator import Separator
+
+    sep = Separator(models, device="cpu", precision=precision)
+    if force:
+        sep.precision = precision
+    return sep
+
+
+class BaselineAdapter(nn.Module):
+    """The per-band baseline behind the model interface the separator expects:
+    ``[B, C, T] -> ModelOutput`` with ``waveforms`` ``[B, 1, C, T]``."""
+
+    def __init__(self, net: nn.Module, target: str) -> None:
+        super().__init__()
+        self.net = net
+        self.targets = [target]
+        self.sample_rate = SR
+        self.config = types.SimpleNamespace(targets=(target,), n_fft=net.n_fft, sample_rate=SR)
+
+    def forward(self, mixture: torch.Tensor) -> Any:
+        from bsrnn.models import ModelOutput
+
+        return ModelOutput(self.net(mixture))
+
+
+def per_target_networks(
+    feature_dim: int, num_repeat: int, seed: int
+) -> tuple[list[nn.Module], list[nn.Module]]:
+    """``(ours, baselines)``: for each target, a per-band baseline with random weights and our
+    network holding the same weights."""
+    from per_band_baseline import PerBandBSRNN
+
+    from bsrnn.checkpoints import convert_reference_state_dict
+
+    ours, baselines = [], []
+    for i, target in enumerate(TARGETS):
+        torch.manual_seed(seed + i)
+        base = PerBandBSRNN(target=target, feature_dim=feature_dim, num_repeat=num_repeat)
+        net = make_model(target, feature_dim, num_repeat)
+        net.load_state_dict(convert_reference_state_dict(base.state_dict(), net))
+        ours.append(net.eval())
+        baselines.append(BaselineAdapter(base, target).eval())
+    return ours, baselines
+
+
+# --------------------------------------------------------------------------------------------
+# One configuration, in a child process
+# --------------------------------------------------------------------------------------------
+def _status_kib(key: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
 
 
-def child(seconds: float, feature_dim: int, num_repeat: int, threads: int) -> dict:
-    import torch
+def _reset_peak_rss() -> bool:
+    """Reset the process's RSS high-water mark (Linux ``clear_refs``); False where it can't."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
-    from bsrnn import BSRNN
-    from bsrnn.separator import Separator
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    models = {t: BSRNN(target=t, feature_dim=feature_dim, num_repeat=num_repeat) for t in TARGETS}
-    sep = Separator(models, device="cpu")
-    n = int(seconds * SR)
-    mixture = 0.1 * torch.randn(1, 2, n)
-    before = _rss_kib()
-    t0 = time.perf_counter()
-    out = sep.separate_stacked(mixture)
-    elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    out_kib = out.numel() * out.element_size() / 1024
+def mixture(seconds: float, seed: int) -> torch.Tensor:
+    """The benchmark's stereo mixture ``[2, T]`` (the same in every child)."""
+    gen = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(2, int(round(seconds * SR)), generator=gen)
+
+
+def child(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Build one configuration, warm up, time it; the result as a JSON-able dict."""
+    threads = runtime.set_num_threads(cfg["threads"])
+    kind, precision = cfg["kind"], cfg["precision"]
+    fd, nr, seed = cfg["feature_dim"], cfg["num_repeat"], cfg["seed"]
+    if kind in ("bsrnn", "baseline"):
+        ours, baselines = per_target_networks(fd, nr, seed)
+        models = ours if kind == "bsrnn" else baselines
+        del ours, baselines
+        sep = make_separator(models, precision, cfg["force_bf16"])
+        params = sum(p.numel() for m in models for p in m.parameters())
+        run = sep.separate_stacked
+    elif kind == "simo":
+        torch.manual_seed(seed)
+        model = make_simo_model(fd, nr)
+        if model is None:
+            return {"skip": "not available yet"}
+        sep = make_separator([model.eval()], precision, cfg["force_bf16"])
+        params = sum(p.numel() for p in model.parameters())
+        run = sep.separate_stacked
+    elif kind == "htdemucs":
+        from demucs.apply import apply_model
+        from demucs.htdemucs import HTDemucs
+
+        torch.manual_seed(seed)
+        random.seed(seed)  # apply_model's random shift
+        model = HTDemucs(**HTDEMUCS_KWARGS).eval()
+        params = sum(p.numel() for p in model.parameters())
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return apply_model(model, x)
+
+    else:
+        raise ValueError(f"unknown configuration kind {kind!r}")
+    gc.collect()
+
+    mix = mixture(cfg["seconds"], seed)[None]  # [1, 2, T]
+    run(mixture(cfg["warmup_seconds"], seed + 1)[None])
+    gc.collect()
+    exact = _reset_peak_rss()
+    before = _status_kib("VmRSS")
+    times, out = [], None
+    for _ in range(cfg["repeats"]):
+        out = None
+        gc.collect()
+        t0 = time.perf_counter()
+        out = run(mix)
+        times.append(time.perf_counter() - t0)
+    peak = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert out is not None
+    if cfg.get("save"):
+        torch.save(out.float(), cfg["save"])
     return {
-        "seconds": seconds,
-        "compute_s": elapsed,
-        "speed": seconds / elapsed,
+        "best_s": min(times),
+        "times": times,
+        "params": params,
+        "threads": threads,
         "peak_rss_mib": peak / 1024,
-        "before_mib": before / 1024,
-        "output_mib": out_kib / 1024,
-        "working_mib": (peak - before - out_kib) / 1024,
+        "rss_growth_mib": (peak - before) / 1024,
+        "exact_peak": exact,
+        "out_shape": list(out.shape),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------------------------
+def run_child(cfg: dict[str, Any], threads: int) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+    cmd = [sys.executable, __file__, "--child", json.dumps(cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        error = lines[-1] if lines else f"exit code {proc.returncode}"
+        return {"error": error if len(error) <= 160 else error[:157] + "..."}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def snr_db(est_path: str, ref_path: str) -> tuple[float, float]:
+    """Mean and min over stems of ``10 log10(|ref|^2 / |est - ref|^2)``."""
+    est, ref = torch.load(est_path), torch.load(ref_path)
+    if est.shape != ref.shape:
+        raise ValueError(f"outputs differ in shape: {tuple(est.shape)} vs {tuple(ref.shape)}")
+    dims = tuple(d for d in range(est.dim()) if d != 1)  # per stem
+    num = ref.pow(2).sum(dims)
+    den = (est - ref).pow(2).sum(dims).clamp_min(1e-30)
+    snr = 10 * torch.log10(num / den)
+    return float(snr.mean()), float(snr.min())
+
+
+def machine_line(threads: int) -> str:
+    bf16, reason = runtime.cpu_bf16_support()
+    demucs = "not installed"
+    if importlib.util.find_spec("demucs") is not None:
+        import demucs
+
+        demucs = getattr(demucs, "__version__", "?")
+    return (
+        f"machine: {runtime.cpu_model()} ({runtime.physical_cores()} physical cores available, "
+        f"native bf16: {'yes' if bf16 else 'no'}, {reason}), {threads} torch thread(s), "
+        f"torch {torch.__version__}, demucs {demucs}, Python {platform.python_version()}, "
+        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", default="30,180,600", help="track lengths in seconds")
-    parser.add_argument("--quick", action="store_true", help="only 30 s and 3 min")
+    parser.add_argument("--seconds", type=float, default=10.0, help="mixture length")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: per core)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs (best counts)")
+    parser.add_argument("--warmup-seconds", type=float, default=2.0)
     parser.add_argument("--feature-dim", type=int, default=64)
     parser.add_argument("--num-repeat", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--child", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--only", default="a,b,c,d,e", help="rows to run: comma-separated letters a-e"
+    )
+    parser.add_argument(
+        "--force-bf16",
+        action="store_true",
+        help="run the bf16 rows even on a CPU without native bf16 (emulated: slow)",
+    )
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child is not None:
-        print(json.dumps(child(args.child, args.feature_dim, args.num_repeat, args.threads)))
+        print(json.dumps(child(json.loads(args.child))))
         return
 
-    lengths = [30.0, 180.0] if args.quick else [float(x) for x in args.lengths.split(",")]
+    threads = args.threads or runtime.physical_cores()
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    bf16_ok, bf16_reason = runtime.cpu_bf16_support()
+    have_demucs = importlib.util.find_spec("demucs") is not None
+    size = f"{args.feature_dim}/{args.num_repeat}"
+    rows = [  # (key, letter, label, kind, precision, fp32 twin)
+        ("a", "a", f"(a) bsrnn {size} x4 targets, fp32", "bsrnn", "fp32", None),
+        ("b", "b", f"(b) bsrnn {size} x4 targets, bf16", "bsrnn", "bf16", "a"),
+        ("c32", "c", "(c) simo-bsrnn, fp32", "simo", "fp32", None),
+        ("c16", "c", "(c) simo-bsrnn, bf16", "simo", "bf16", "c32"),
+        ("d", "d", "(d) htdemucs (apply_model defaults)", "htdemucs", "fp32", None),
+        ("e", "e", f"(e) per-band baseline {size} x4, fp32", "baseline", "fp32", "a"),
+    ]
     print(
-        f"separation of {len(TARGETS)} targets, BSRNN {args.feature_dim}/{args.num_repeat} "
-        f"(random weights), CPU, {args.threads} torch threads, 10 s segments + 10 % overlap"
+        f"# 4-stem separation of {args.seconds:g} s stereo at {SR} Hz, best of {args.repeats} "
+        f"after a {args.warmup_seconds:g} s warm-up, one process per row"
     )
+    print(machine_line(threads), flush=True)
+
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_sep_") as tmp:
+        for key, letter, label, kind, precision, _twin in rows:
+            if letter not in only:
+                continue
+            if precision == "bf16" and not bf16_ok and not args.force_bf16:
+                results[key] = {"skip": f"n/a: {bf16_reason} (emulated bf16 is slower)"}
+                continue
+            if kind == "htdemucs" and not have_demucs:
+                results[key] = {
+                    "skip": "skipped: demucs not installed (pip install --no-deps -r "
+                    "benchmarks/requirements.txt)"
+                }
+                continue
+            cfg = {
+                "kind": kind,
+                "precision": precision,
+                "force_bf16": bool(args.force_bf16),
+                "threads": threads,
+                "seconds": args.seconds,
+                "warmup_seconds": args.warmup_seconds,
+                "repeats": args.repeats,
+                "feature_dim": args.feature_dim,
+                "num_repeat": args.num_repeat,
+                "seed": args.seed,
+                "save": str(Path(tmp) / f"{key}.pt"),
+            }
+            print(f"... {label}", file=sys.stderr, flush=True)
+            results[key] = run_child(cfg, threads)
+        for key, *_rest, twin in rows:
+            r = results.get(key, {})
+            if twin and "best_s" in r and "best_s" in results.get(twin, {}):
+                try:
+                    r["snr"] = snr_db(str(Path(tmp) / f"{key}.pt"), str(Path(tmp) / f"{twin}.pt"))
+                except (OSError, ValueError, RuntimeError) as err:
+                    r["snr_error"] = str(err)
+
+    t_demucs = results.get("d", {}).get("best_s")
+    t_a = results.get("a", {}).get("best_s")
+    print()
     print(
-        f"{'track':>8} {'compute s':>10} {'audio s/s':>10} {'peak RSS MiB':>13} "
-        f"{'before MiB':>11} {'output MiB':>11} {'working MiB':>12}"
+        "| configuration | params | wall s | audio s/s | speed vs HTDemucs | speed vs (a) "
+        "| peak RSS MiB | RSS growth MiB | SNR vs fp32 twin dB |"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    for seconds in lengths:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            str(seconds),
-            "--feature-dim",
-            str(args.feature_dim),
-            "--num-repeat",
-            str(args.num_repeat),
-            "--threads",
-            str(args.threads),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            print(f"{seconds:>7.0f}s failed:\n{proc.stderr[-2000:]}")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for key, letter, label, *_rest in rows:
+        if letter not in only:
             continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = results.get(key, {})
+        if "best_s" not in r:
+            note = r.get("skip") or f"failed: {r.get('error', 'no result')}"
+            print(f"| {label} | | | | | | | | {note} |")
+            continue
+        t = r["best_s"]
+        vs_d = f"{t_demucs / t:.2f}x" if t_demucs else "-"
+        vs_a = f"{t_a / t:.2f}x" if t_a else "-"
+        snr = f"{r['snr'][0]:.1f} ({r['snr'][1]:.1f})" if "snr" in r else r.get("snr_error", "")
+        mem = "" if r["exact_peak"] else " (process peak)"
         print(
-            f"{seconds:>7.0f}s {r['compute_s']:>10.1f} {r['speed']:>10.2f} "
-            f"{r['peak_rss_mib']:>13.0f} {r['before_mib']:>11.0f} {r['output_mib']:>11.0f} "
-            f"{r['working_mib']:>12.0f}"
+            f"| {label} | {r['params'] / 1e6:.1f} M | {t:.2f} | {args.seconds / t:.2f} | {vs_d} "
+            f"| {vs_a} | {r['peak_rss_mib']:.0f}{mem} | {r['rss_growth_mib']:.0f} | {snr} |"
         )
+    print()
+    print(
+        "speed vs X: X's wall time / this row's (> 1: faster). SNR: bf16 rows against their "
+        "fp32 twin, (e) against (a) (same weights: checks the two compute the same function)."
+    )
 
 
 if __name__ == "__main__":

@@ -1,26 +1,39 @@
-"""Training-step time of BSRNN models (forward, t+tf L1 loss, backward, clipping, Adam step).
+"""Training-step time of BSRNN models in fp32 and in mixed precision, in the same run.
+
+One step: forward, t+tf L1 loss, backward, gradient clipping (5), Adam step. Each model is timed
+in fp32 (``32-true``) and then in ``--precision`` (default ``bf16-mixed``: forward and loss under
+``torch.autocast(<device>, dtype=torch.bfloat16)``, as Lightning's bf16-mixed does; weights,
+gradients and the optimizer stay fp32), from the same initial weights, and the speed ratio is
+printed. A precision the device cannot run well is reported as n/a with the reason (bf16 on a
+CPU without native bf16 is emulated and slower than fp32: ``--force-bf16`` times it anyway;
+fp16 autocast does not exist on the CPU).
 
     python benchmarks/bench_train.py                                  # bsrnn, bsrnn-large on CPU
     python benchmarks/bench_train.py --models bsrnn --steps 5
-    python benchmarks/bench_train.py --device cuda --precision bf16-mixed --compile
+    python benchmarks/bench_train.py --models bsrnn-tiny --batch 1 --seconds 1 --steps 1
+    python benchmarks/bench_train.py --device cuda --compile
     python benchmarks/bench_train.py --threads 1     # on a CPU shared with other jobs
 
 Batches are random audio of ``--batch`` examples x ``--seconds`` seconds (stereo, 44.1 kHz) as
 in training (paper: batch 2 x 3 s per GPU). Models are read from conf/src_mod/<name>.yaml.
-Prints one row per model: parameters, mean/min step time, audio seconds trained per second and
-peak memory (CUDA: allocated on the device; CPU: the process's peak RSS so far, so run one model
-per invocation to compare). bsrnn-large at batch 2 x 3 s needs about 20 GiB of RAM on the CPU.
+Prints one row per model and precision: parameters, mean/min step time, audio seconds trained
+per second, peak memory (CUDA: allocated on the device; CPU on Linux: the process's resident
+set high-water mark during that row's steps, reset before each row; it includes Python, torch
+and the model) and the speed against fp32. bsrnn-large at batch 2 x 3 s needs about 20 GiB of
+RAM on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -28,48 +41,111 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from bsrnn import BSRNN  # noqa: E402
+from bsrnn import runtime  # noqa: E402
+from bsrnn.errors import ConfigError  # noqa: E402
 from bsrnn.losses import SeparationLoss  # noqa: E402
 
+#: Autocast dtype of each Lightning precision this benchmark times.
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
-def load_model_config(name: str, sample_rate: int) -> dict:
+# --------------------------------------------------------------------------------------------
+# The network (the lead switches model construction here)
+# --------------------------------------------------------------------------------------------
+def load_preset(name: str, sample_rate: int) -> dict[str, Any]:
+    """``conf/src_mod/<name>.yaml`` as a plain mapping, its ``defaults`` chain applied (presets
+    it names are merged under it; Hydra's generated ``_<arch>`` schemas are skipped: the
+    config dataclasses hold those defaults)."""
     path = REPO / "conf" / "src_mod" / f"{name}.yaml"
     if not path.is_file():
-        valid = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        valid = sorted(p.stem for p in path.parent.glob("*.yaml") if not p.stem.startswith("_"))
         raise SystemExit(f"unknown model {name!r}: expected one of {', '.join(valid)}")
-    root = OmegaConf.create({"sample_rate": sample_rate, "src_mod": OmegaConf.load(path)})
-    return OmegaConf.to_container(root.src_mod, resolve=True)
+    node = OmegaConf.load(path)
+    merged: dict[str, Any] = {}
+    for entry in node.get("defaults", []) or []:
+        if isinstance(entry, str) and entry != "_self_" and not entry.startswith("_"):
+            merged.update(load_preset(entry, sample_rate))
+    own = OmegaConf.to_container(node, resolve=False)
+    own.pop("defaults", None)
+    merged.update(own)
+    merged["sample_rate"] = sample_rate
+    return merged
 
 
+def make_model(name: str, sample_rate: int) -> torch.nn.Module:
+    """The network of preset ``name`` with random weights."""
+    from bsrnn.models import build_model
+
+    return build_model(load_preset(name, sample_rate))
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def bench(name: str, args: argparse.Namespace) -> dict:
+def _reset_peak_rss() -> bool:
+    """Reset the process's RSS high-water mark (Linux ``clear_refs``); False where it can't."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_gib(exact: bool) -> float:
+    if exact:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process, so far
+
+
+def usable(precision: str, device: torch.device, force_bf16: bool) -> str | None:
+    """None when ``precision`` can be timed on ``device``, else why not."""
+    if precision == "32":
+        return None
+    accelerator = "cuda" if device.type == "cuda" else device.type
+    try:
+        chosen = runtime.training_precision(precision, accelerator)
+    except ConfigError as err:
+        return str(err)
+    if chosen != precision and not force_bf16:
+        _, reason = runtime.cpu_bf16_support()
+        return f"n/a: {reason} (emulated bf16 is slower than fp32; --force-bf16 times it)"
+    return None
+
+
+def bench(name: str, precision: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Time ``--steps`` training steps of preset ``name`` in ``precision``."""
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    config = load_model_config(name, args.sample_rate)
-    net = BSRNN.from_config(config).to(device).train()
+    torch.manual_seed(0)  # the same initial weights and batch for every precision
+    net = make_model(name, args.sample_rate).to(device).train()
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    loss_fn = SeparationLoss("L1", "t+tf", n_fft=net.n_fft, n_hop=net.n_hop).to(device)
+    n_fft = int(getattr(net.config, "n_fft", 2048))
+    n_hop = int(getattr(net.config, "n_hop", 512))
+    loss_fn = SeparationLoss("L1", "t+tf", n_fft=n_fft, n_hop=n_hop).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
-    dtype = PRECISIONS[args.precision]
+    dtype = PRECISIONS[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     forward = torch.compile(net) if args.compile else net
 
     n = int(args.seconds * args.sample_rate)
-    sources = 0.1 * torch.randn(args.batch, 1, 2, n, device=device)
-    mixture = sources[:, 0] + 0.1 * torch.randn(args.batch, 2, n, device=device)
+    n_targets = len(getattr(net, "targets", [None]))
+    sources = 0.1 * torch.randn(args.batch, n_targets, 2, n, device=device)
+    mixture = sources.sum(1) + 0.1 * torch.randn(args.batch, 2, n, device=device)
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
         autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with autocast:
+        with autocast:  # forward and loss, as Lightning's *-mixed precisions
             out = forward(mixture)
-        loss = loss_fn(out.waveforms.float(), sources, est_stfts=out.stfts)
+            loss = loss_fn(out.waveforms.float(), sources, est_stfts=out.stfts)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -81,26 +157,27 @@ def bench(name: str, args: argparse.Namespace) -> dict:
     for _ in range(args.warmup):
         step()
     sync(device)
+    exact = device.type == "cpu" and _reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, losses = [], []
     for _ in range(steps):
         start = time.perf_counter()
-        step()
+        losses.append(step())
         sync(device)
         times.append(time.perf_counter() - start)
     mean = statistics.fmean(times)
     return {
-        "model": name,
         "params": n_params,
         "steps": steps,
         "mean_s": mean,
         "min_s": min(times),
         "audio_s_per_s": args.batch * args.seconds / mean,
+        "loss": losses[-1],
         "peak_gib": (
             torch.cuda.max_memory_allocated(device) / 2**30
             if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process, so far
+            else _peak_rss_gib(exact)
         ),
     }
 
@@ -109,7 +186,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["bsrnn", "bsrnn-large"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="32")
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="bf16-mixed",
+        help="timed after fp32 (32: fp32 only)",
+    )
+    parser.add_argument("--force-bf16", action="store_true", help="time emulated bf16 too")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -117,34 +200,55 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--large-steps", type=int, default=2, help="timed steps of bsrnn-large")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (0: cores)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda"):
+    if args.threads is not None:
+        runtime.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device available")
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        where = torch.cuda.get_device_name(torch.device(args.device))
+        where = torch.cuda.get_device_name(device)
     else:
-        where = f"CPU, {torch.get_num_threads()} threads"
+        bf16, reason = runtime.cpu_bf16_support()
+        where = (
+            f"{runtime.cpu_model()}, {torch.get_num_threads()} threads, native bf16 "
+            f"{'yes' if bf16 else 'no'} ({reason})"
+        )
     print(
         f"# train step: batch {args.batch} x {args.seconds:g} s stereo, t+tf L1, Adam, clip 5; "
-        f"{where}; precision {args.precision}; compile {args.compile}; torch {torch.__version__}",
+        f"{where}; compile {args.compile}; torch {torch.__version__}; "
+        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
         flush=True,
     )
-    header = f"{'model':<12} {'params':>11} {'steps':>5} {'mean s/step':>11} {'min s/step':>10} "
-    header += f"{'audio s/s':>9} {'peak GiB':>8}"
+    precisions = ["32"] if args.precision == "32" else ["32", args.precision]
+    header = f"{'model':<16} {'precision':<10} {'params':>11} {'steps':>5} {'mean s/step':>11} "
+    header += f"{'min s/step':>10} {'audio s/s':>9} {'peak GiB':>8} {'vs fp32':>8}"
     print(header, flush=True)
     for name in args.models:
-        r = bench(name, args)
-        peak = f"{r['peak_gib']:.2f}"
-        print(
-            f"{r['model']:<12} {r['params']:>11,} {r['steps']:>5} {r['mean_s']:>11.3f} "
-            f"{r['min_s']:>10.3f} {r['audio_s_per_s']:>9.2f} {peak:>8}",
-            flush=True,
-        )
+        base: float | None = None
+        for precision in precisions:
+            why = usable(precision, device, args.force_bf16)
+            if why is not None:
+                print(f"{name:<16} {precision:<10} {why}", flush=True)
+                continue
+            try:
+                r = bench(name, precision, args)
+            except RuntimeError as err:
+                msg = str(err).splitlines()[0][:140]
+                print(f"{name:<16} {precision:<10} failed: {type(err).__name__}: {msg}", flush=True)
+                continue
+            if precision == "32":
+                base = r["mean_s"]
+            ratio = f"{base / r['mean_s']:.2f}x" if base else "-"
+            print(
+                f"{name:<16} {precision:<10} {r['params']:>11,} {r['steps']:>5} "
+                f"{r['mean_s']:>11.3f} {r['min_s']:>10.3f} {r['audio_s_per_s']:>9.2f} "
+                f"{r['peak_gib']:>8.2f} {ratio:>8}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,354 @@
+"""Where and how the network runs: device, CPU threads, and numeric precision.
+
+Only torch is needed here (no Lightning): the separator, evaluation, training and the
+benchmarks share these helpers so that they choose devices, threads and precisions alike.
+
+- :func:`resolve_device`: ``"auto"``/``None`` -> CUDA when available, else the CPU.
+- :func:`physical_cores` / :func:`set_num_threads`: one torch thread per physical core (SMT
+  siblings do not speed up the network's matmuls and LSTMs; they slow them down).
+- :func:`cpu_bf16_support`: whether this CPU computes bf16 natively (AVX-512 BF16 or AMX).
+  Without it, bf16 autocast on the CPU is *emulated* (converted to fp32 around every op) and is
+  slower than fp32, so :func:`inference_precision` and :func:`training_precision` fall back to
+  fp32 there, with a warning that says why.
+- :func:`autocast`: the context manager that applies an inference precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import platform
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from bsrnn.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Inference precisions (``eval.precision``).
+PRECISIONS = ("fp32", "bf16")
+
+#: Lightning ``trainer.precision`` values (and their short aliases) accepted by
+#: :func:`training_precision`.
+TRAINING_PRECISIONS = (
+    "32-true",
+    "32",
+    "bf16-mixed",
+    "bf16",
+    "16-mixed",
+    "16",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "64",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
+
+#: ``/proc/cpuinfo`` flags that mean native bf16 arithmetic: x86 AVX-512 BF16 and AMX-BF16,
+#: aarch64 BF16 (ARMv8.6 ``bf16`` feature).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+_CPUINFO = Path("/proc/cpuinfo")
+_SYS_CPU = Path("/sys/devices/system/cpu")
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+# --------------------------------------------------------------------------------------------
+# Device
+# --------------------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"``: CUDA when available, else CPU. A CUDA device asked for on a machine
+    without one falls back to the CPU with a warning."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        log.warning("device %r requested but CUDA is not available: using the CPU", str(device))
+        return torch.device("cpu")
+    return dev
+
+
+# --------------------------------------------------------------------------------------------
+# CPU description and threads
+# --------------------------------------------------------------------------------------------
+def _read_cpuinfo() -> str | None:
+    """The text of ``/proc/cpuinfo``, or None where there is none (not Linux) or it is
+    unreadable. Tests replace this function to simulate other CPUs."""
+    try:
+        return _CPUINFO.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def _cpuinfo_blocks(text: str) -> list[dict[str, str]]:
+    """``/proc/cpuinfo`` as one ``{key: value}`` mapping per logical CPU (blank-line separated)."""
+    blocks: list[dict[str, str]] = []
+    for chunk in re.split(r"\n\s*\n", text):
+        entry: dict[str, str] = {}
+        for line in chunk.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                entry[key.strip().lower()] = value.strip()
+        if entry:
+            blocks.append(entry)
+    return blocks
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags from ``/proc/cpuinfo`` (x86 ``flags``, aarch64 ``Features``);
+    empty where they cannot be read."""
+    text = _read_cpuinfo()
+    if not text:
+        return set()
+    for block in _cpuinfo_blocks(text):
+        for key in ("flags", "features"):
+            if block.get(key):
+                return set(block[key].split())
+    return set()
+
+
+def cpu_model() -> str:
+    """A readable name of the CPU (``model name`` from ``/proc/cpuinfo``; else the platform's
+    processor string; else the machine architecture)."""
+    text = _read_cpuinfo()
+    if text:
+        for block in _cpuinfo_blocks(text):
+            for key in ("model name", "hardware", "cpu model"):
+                if block.get(key):
+                    return block[key]
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _allowed_cpus() -> list[int]:
+    """Logical CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return sorted(os.sched_getaffinity(0))
+        except OSError:
+            pass
+    return list(range(os.cpu_count() or 1))
+
+
+def _cores_from_sysfs(cpus: Iterable[int], root: Path = _SYS_CPU) -> int | None:
+    """Physical cores among ``cpus``: logical CPUs sharing a ``thread_siblings_list`` are one
+    core. None when the topology files are missing."""
+    cores: set[str] = set()
+    for cpu in cpus:
+        path = root / f"cpu{cpu}" / "topology" / "thread_siblings_list"
+        try:
+            cores.add(path.read_text().strip())
+        except OSError:
+            return None
+    return len(cores) or None
+
+
+def _cores_from_cpuinfo(cpus: Iterable[int], text: str | None) -> int | None:
+    """Physical cores among ``cpus``: distinct (``physical id``, ``core id``) pairs in
+    ``/proc/cpuinfo``. None when the file does not say (e.g. on most ARM systems)."""
+    if not text:
+        return None
+    wanted = set(cpus)
+    cores: set[tuple[str, str]] = set()
+    for block in _cpuinfo_blocks(text):
+        if "processor" not in block or "core id" not in block:
+            continue
+        try:
+            cpu = int(block["processor"])
+        except ValueError:
+            continue
+        if cpu in wanted:
+            cores.add((block.get("physical id", "0"), block["core id"]))
+    return len(cores) or None
+
+
+def _cgroup_cpu_limit(root: Path = _CGROUP) -> int | None:
+    """CPUs' worth of time a cgroup CPU quota allows (``docker --cpus``), rounded up; None
+    without a quota. cgroup v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``."""
+    try:
+        quota, _, period = (root / "cpu.max").read_text().strip().partition(" ")
+    except OSError:
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        q, p = int(quota), int(period or 100000)
+    except ValueError:  # "max": no quota
+        return None
+    if q <= 0 or p <= 0:
+        return None
+    return max(1, math.ceil(q / p))
+
+
+def physical_cores() -> int:
+    """Number of physical CPU cores this process may use (never 0).
+
+    Counts the cores of the logical CPUs in the process's affinity mask, SMT siblings once
+    (from ``/sys/devices/system/cpu/cpu*/topology/thread_siblings_list``, else
+    ``/proc/cpuinfo``'s ``physical id``/``core id``); falls back to the number of allowed
+    logical CPUs. A cgroup CPU quota (containers) caps the count.
+    """
+    cpus = _allowed_cpus()
+    count = _cores_from_sysfs(cpus)
+    if count is None:
+        count = _cores_from_cpuinfo(cpus, _read_cpuinfo())
+    if count is None:
+        count = len(cpus) or os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        count = min(count, limit)
+    return max(1, int(count))
+
+
+def set_num_threads(n: int | None) -> int:
+    """Set torch's intra-op CPU threads: ``n``, or one per physical core for ``None``/0.
+    Returns the number used."""
+    if n is not None and int(n) < 0:
+        raise ConfigError(f"the number of threads must be >= 0 (0: one per core), got {n}")
+    threads = int(n) if n else physical_cores()
+    torch.set_num_threads(threads)
+    log.debug("torch CPU threads: %d", threads)
+    return threads
+
+
+# --------------------------------------------------------------------------------------------
+# Precision
+# --------------------------------------------------------------------------------------------
+def cpu_bf16_support() -> tuple[bool, str]:
+    """Whether this CPU computes bf16 natively, and a short reason for logs.
+
+    Linux: the ``avx512_bf16``/``amx_bf16`` (x86) or ``bf16`` (aarch64) flag in
+    ``/proc/cpuinfo``. Elsewhere: torch's CPU capability when it names BF16 or AMX, else False.
+    """
+    flags = cpu_flags()
+    if flags:
+        found = [f for f in BF16_CPU_FLAGS if f in flags]
+        if found:
+            return True, f"the CPU has {'/'.join(found)}"
+        reason = "the CPU has no avx512_bf16/amx_bf16 flag in /proc/cpuinfo"
+        if "avx2" in flags and "avx512f" not in flags:
+            # autocast sends the LSTM to oneDNN in bf16, which it has no kernel for here
+            reason += " (nor AVX-512: oneDNN cannot run the LSTM in bf16 at all)"
+        return False, reason
+    try:
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        capability = ""
+    if "BF16" in capability.upper() or "AMX" in capability.upper():
+        return True, f"torch reports CPU capability {capability}"
+    return False, f"cannot tell that the CPU has native bf16 (torch CPU capability {capability!r})"
+
+
+def _check_precision(precision: str) -> str:
+    value = str(precision).strip().lower()
+    if value not in PRECISIONS:
+        raise ConfigError(
+            f"unknown eval.precision={precision!r}: expected one of {', '.join(PRECISIONS)}"
+        )
+    return value
+
+
+def inference_precision(precision: str, device: torch.device) -> str:
+    """The precision to run inference in: ``precision`` (``"fp32"``/``"bf16"``), or ``"fp32"``
+    (with a warning) where bf16 would be emulated: a CPU without native bf16, a CUDA device
+    without bf16 support, or another device type. Raises ConfigError for an unknown value."""
+    value = _check_precision(precision)
+    if value == "fp32":
+        return value
+    device = torch.device(device)
+    if device.type == "cpu":
+        ok, reason = cpu_bf16_support()
+        if not ok:
+            log.warning(
+                "eval.precision=bf16 on this CPU runs in fp32: %s, so bf16 would be emulated, "
+                "which is slower than fp32",
+                reason,
+            )
+            return "fp32"
+    elif device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            log.warning(
+                "eval.precision=bf16 on %s runs in fp32: this GPU does not support bf16", device
+            )
+            return "fp32"
+    else:
+        log.warning(
+            "eval.precision=bf16 is not supported on device type %r: running in fp32",
+            device.type,
+        )
+        return "fp32"
+    return value
+
+
+def autocast(
+    device: torch.device | str, precision: str
+) -> contextlib.AbstractContextManager[object]:
+    """A context manager running its body in ``precision``: bf16 autocast on ``device``'s type
+    for ``"bf16"`` (matmuls, convolutions and RNNs in bf16; see torch.autocast), nothing for
+    ``"fp32"``. Call :func:`inference_precision` first to pick a precision the device runs
+    well."""
+    value = _check_precision(precision)
+    if value == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _training_accelerator(accelerator: str) -> str:
+    """``"cpu"``, ``"cuda"`` or another device type for a Lightning ``trainer.accelerator``."""
+    value = str(accelerator).strip().lower()
+    if value in ("auto", "gpu"):
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    return value
+
+
+def training_precision(precision: str | int, accelerator: str) -> str:
+    """Check a Lightning ``trainer.precision`` against ``trainer.accelerator`` and return the
+    value to give Lightning.
+
+    On the CPU, ``bf16-mixed``/``bf16-true`` without native bf16 become ``"32-true"`` with a
+    warning (emulated bf16 is slower than fp32), and ``16-mixed`` is a ConfigError (Lightning
+    has no fp16 autocast on the CPU). On CUDA, bf16 on a GPU without bf16 support becomes
+    ``"32-true"`` with a warning. Other values pass through unchanged (as strings).
+    """
+    value = str(precision).strip().lower()
+    if value not in TRAINING_PRECISIONS:
+        raise ConfigError(
+            f"unknown trainer.precision={precision!r}: expected one of "
+            f"{', '.join(TRAINING_PRECISIONS)}"
+        )
+    device = _training_accelerator(accelerator)
+    is_bf16 = value.startswith("bf16")
+    if device == "cpu":
+        if value in ("16-mixed", "16"):
+            raise ConfigError(
+                f"trainer.precision={precision} is not supported on the CPU: Lightning has no "
+                "fp16 autocast there; use 32-true, or bf16-mixed on a CPU with native bf16"
+            )
+        if is_bf16:
+            ok, reason = cpu_bf16_support()
+            if not ok:
+                log.warning(
+                    "trainer.precision=%s on this CPU trains in 32-true: %s, so bf16 would be "
+                    "emulated, which is slower than fp32",
+                    precision,
+                    reason,
+                )
+                return "32-true"
+    elif device == "cuda" and is_bf16 and not torch.cuda.is_bf16_supported():
+        log.warning(
+            "trainer.precision=%s trains in 32-true: this GPU does not support bf16", precision
+        )
+        return "32-true"
+    return str(precision)
