@@ -1,4 +1,4 @@
-"""BSRNNLitModule and training helpers on a tiny real BSRNN and synthetic in-memory batches."""
+"""SeparationLitModule and training helpers on tiny real networks and in-memory batches."""
 
 from __future__ import annotations
 
@@ -10,44 +10,42 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from bsrnn import BSRNN
-from bsrnn.checkpoints import read_checkpoint
-from bsrnn.lit_module import BSRNNLitModule
+from bsrnn.callbacks import WeightsSyncCheck, build_callbacks, build_logger, monitor_spec
+from bsrnn.checkpoints import load_model, read_checkpoint
+from bsrnn.chunking import ChunkSettings, separate_in_chunks
+from bsrnn.errors import ConfigError, NonFiniteLossError
+from bsrnn.figures import spectrogram_image
+from bsrnn.lit_module import SeparationLitModule
 from bsrnn.losses import SeparationLoss
-from bsrnn.training import (
-    NonFiniteLossError,
-    WeightsSyncCheck,
-    build_callbacks,
-    build_logger,
-    checkpoint_paths,
-    monitor_spec,
-    resolve_resume_path,
-    spectrogram_image,
-)
+from bsrnn.metrics import usdr
+from bsrnn.models import build_model
+from bsrnn.paths import checkpoint_path, last_checkpoint_path, model_dir, resolve_resume_path
 
 SR = 44100
 
 
-def _module(monitor="loss", scheduler=None, **kwargs) -> BSRNNLitModule:
+CHUNKS = ChunkSettings(segment_len=0.5)
+
+
+def _module(monitor="loss", scheduler=None, targets=("bass",), **kwargs) -> SeparationLitModule:
     torch.manual_seed(0)
-    net = BSRNN(target="bass", feature_dim=8, num_repeat=1)
-    return BSRNNLitModule(
+    net = build_model(dict(targets=list(targets), feature_dim=8, num_repeat=1))
+    return SeparationLitModule(
         net,
         SeparationLoss("L1", "t+tf"),
         functools.partial(torch.optim.Adam, lr=1e-3),
         scheduler,
-        target_index=1,
         monitor=monitor,
-        sample_rate=SR,
-        eval_segment_len=0.5,
+        chunking=CHUNKS,
         **kwargs,
     )
 
 
 class _Data(L.LightningDataModule):
-    """Two training batches of 2 x 0.5 s and one 1.2 s validation 'track' (4 sources)."""
+    """Two training batches of 2 x 0.5 s and one 1.2 s validation 'track': mixtures of 4
+    sources, references of the first ``n_targets``."""
 
-    def __init__(self, nan_batch: int | None = None) -> None:
+    def __init__(self, nan_batch: int | None = None, n_targets: int = 1) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(0)
         self.src = 0.1 * torch.randn(4, 4, 2, SR // 2, generator=g)
@@ -55,12 +53,14 @@ class _Data(L.LightningDataModule):
         if nan_batch is not None:
             self.mix[2 * nan_batch] = float("nan")
         self.val_src = 0.1 * torch.randn(1, 4, 2, int(1.2 * SR), generator=g)
+        self.n = n_targets
 
     def train_dataloader(self):
-        return DataLoader(TensorDataset(self.mix, self.src), batch_size=2)
+        return DataLoader(TensorDataset(self.mix, self.src[:, : self.n]), batch_size=2)
 
     def val_dataloader(self):
-        return DataLoader(TensorDataset(self.val_src.sum(1), self.val_src), batch_size=1)
+        val = TensorDataset(self.val_src.sum(1), self.val_src[:, : self.n])
+        return DataLoader(val, batch_size=1)
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -80,8 +80,10 @@ def _trainer(tmp_path, **kwargs) -> L.Trainer:
 
 
 def test_invalid_monitor_lists_choices():
-    with pytest.raises(ValueError, match=r"optim\.monitor_val='acc'.*loss, sdr"):
+    with pytest.raises(ConfigError, match=r"optim\.monitor_val='acc'.*loss, sdr"):
         _module(monitor="acc")
+    with pytest.raises(ConfigError, match=r"optim\.val_loss='median'.*chunks, track"):
+        _module(val_loss="median")
     assert monitor_spec("loss") == ("val/loss", "min")
     assert monitor_spec("sdr") == ("val/usdr", "max")
 
@@ -99,11 +101,10 @@ def test_configure_optimizers_step_and_plateau():
     assert sched["interval"] == "epoch" and sched["name"] == "lr"
 
     plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, factor=0.5, patience=5)
-    for monitor, key, mode in (("loss", "val/loss", "min"), ("sdr", "val/usdr", "max")):
+    for monitor in ("loss", "sdr"):  # as in the reference: the plateau follows val/loss
         conf = _module(monitor=monitor, scheduler=plateau).configure_optimizers()
         sched = conf["lr_scheduler"]
-        assert sched["monitor"] == key
-        assert sched["scheduler"].mode == mode
+        assert sched["monitor"] == "val/loss" and sched["scheduler"].mode == "min"
         assert (sched["scheduler"].factor, sched["scheduler"].patience) == (0.5, 5)
     assert isinstance(_module().configure_optimizers(), torch.optim.Adam)  # no scheduler
 
@@ -112,7 +113,8 @@ def test_train_and_validation_steps_log_and_checkpoint_records_network(tmp_path)
     module = _module(
         scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
     )
-    best, last = checkpoint_paths(tmp_path / "out", "bsrnn-tiny", "bass")
+    folder = model_dir(tmp_path / "out", "bsrnn-tiny")
+    best, last = checkpoint_path(folder, ["bass"]), last_checkpoint_path(folder, ["bass"])
     trainer = _trainer(
         tmp_path,
         enable_checkpointing=True,
@@ -125,39 +127,49 @@ def test_train_and_validation_steps_log_and_checkpoint_records_network(tmp_path)
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
     trainer.fit(module, datamodule=_Data())
     metrics = trainer.callback_metrics
-    for key in ("train/loss", "train/loss_epoch", "val/loss", "val/usdr"):
+    for key in ("train/loss", "train/loss_epoch", "val/loss", "val/usdr", "val/usdr_bass"):
         assert key in metrics and torch.isfinite(metrics[key])
     assert trainer.global_step == 2
     changed = [k for k, v in module.net.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "training did not update the network"
     assert best.is_file() and last.is_file()
     ckpt = read_checkpoint(best)  # loads with weights_only=True
-    assert ckpt["bsrnn_config"] == module.net.config
+    assert ckpt["model"]["config"] == module.net.config.to_dict()
     assert all(k.startswith(("net.", "loss.")) for k in ckpt["state_dict"])
-    rebuilt = BSRNN.from_checkpoint(str(best))
+    rebuilt = load_model(best)
     for key, value in module.net.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value)
     # StepLR(step 1, gamma 0.5) stepped once at the end of the epoch
     assert ckpt["lr_schedulers"][0]["_last_lr"][0] == pytest.approx(5e-4)
 
 
-def test_validation_loss_and_sdr_use_the_chunked_whole_track(tmp_path):
-    module = _module()
-    data = _Data()
+@pytest.mark.parametrize("targets", [("bass",), ("vocals", "bass", "drums")])
+def test_validation_as_the_reference_computes_it(tmp_path, targets):
+    """val/usdr: uSDR of the chunk-assembled track (mean over targets, one scalar per target);
+    val/loss: the median over chunks of each chunk's loss, with the network's own STFT."""
+    module = _module(targets=targets)
+    data = _Data(n_targets=len(targets))
     trainer = _trainer(tmp_path, max_epochs=0)
     trainer.validate(module, datamodule=data, verbose=False)
-    from bsrnn.chunking import separate_in_chunks
-    from bsrnn.metrics import usdr
-
-    mix, src = data.val_src.sum(1), data.val_src
+    mix, ref = data.val_src.sum(1), data.val_src[:, : len(targets)]
     with torch.no_grad():
-        est = separate_in_chunks(lambda x: module.net(x).waveforms, mix, SR, segment_len=0.5)
-    ref = src[:, 1:2]
-    assert trainer.callback_metrics["val/usdr"].item() == pytest.approx(
-        usdr(ref, est).mean().item(), abs=1e-4
+        est = separate_in_chunks(lambda x: module.net(x).waveforms, mix, SR, CHUNKS)
+        # the reference's chunks for 1.2 s at segment_len 0.5, overlap 0.1: 0-0.55, 0.5-1.1,
+        # 1.05-1.2 s (REFERENCE chunk layout; sample bounds as in tests/test_chunking.py)
+        bounds = [(0, 24255), (22050, 48510), (46305, 52920)]
+        loss = SeparationLoss("L1", "t+tf")
+        chunk_losses = []
+        for a, b in bounds:
+            out = module.net(mix[..., a:b])
+            chunk_losses.append(loss(out.waveforms, ref[..., a:b], est_stfts=out.stfts))
+    metrics = trainer.callback_metrics
+    sdr = usdr(ref, est)[0]
+    assert metrics["val/usdr"].item() == pytest.approx(sdr.mean().item(), abs=1e-4)
+    for target, value in zip(targets, sdr):
+        assert metrics[f"val/usdr_{target}"].item() == pytest.approx(value.item(), abs=1e-4)
+    assert metrics["val/loss"].item() == pytest.approx(
+        torch.stack(chunk_losses).median().item(), rel=1e-4
     )
-    expected = SeparationLoss("L1", "t+tf")(est, ref).item()
-    assert trainer.callback_metrics["val/loss"].item() == pytest.approx(expected, rel=1e-4)
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path):
@@ -169,7 +181,7 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
 
 
 def test_weights_digest_changes_with_weights():
-    net = BSRNN(feature_dim=8, num_repeat=1)
+    net = build_model(dict(target="vocals", feature_dim=8, num_repeat=1))
     digest = WeightsSyncCheck.digest(net)
     assert digest == WeightsSyncCheck.digest(net)
     with torch.no_grad():
@@ -177,23 +189,22 @@ def test_weights_digest_changes_with_weights():
     assert WeightsSyncCheck.digest(net) != digest
 
 
-def test_resolve_resume_path(tmp_path):
+def test_resolve_resume_path_and_run_paths(tmp_path):
     last = tmp_path / "vocals-last.ckpt"
     assert resolve_resume_path(None, last) is None
     assert resolve_resume_path("auto", last) is None
-    with pytest.raises(ValueError, match="checkpoint not found"):
+    with pytest.raises(ConfigError, match="checkpoint not found"):
         resolve_resume_path("last", last)
-    with pytest.raises(ValueError, match="nowhere.ckpt"):
+    with pytest.raises(ConfigError, match="nowhere.ckpt"):
         resolve_resume_path(str(tmp_path / "nowhere.ckpt"), last)
     last.write_bytes(b"x")
     assert resolve_resume_path("auto", last) == last
     assert resolve_resume_path("last", last) == last
-    best, last2 = checkpoint_paths("out", "bsrnn", "drums")
-    assert (str(best), str(last2)) == ("out/bsrnn/drums.ckpt", "out/bsrnn/drums-last.ckpt")
-    assert (
-        str(checkpoint_paths("out", "bsrnn", "drums", fast_tr=True)[0])
-        == "out/bsrnn/fast_tr/drums.ckpt"
-    )
+    folder = model_dir("out", "bsrnn")
+    assert str(checkpoint_path(folder, ["drums"])) == "out/bsrnn/drums.ckpt"
+    assert str(last_checkpoint_path(folder, ["drums"])) == "out/bsrnn/drums-last.ckpt"
+    assert str(checkpoint_path(folder, ["vocals", "bass"])) == "out/bsrnn/separator.ckpt"
+    assert str(model_dir("out", "bsrnn", fast_tr=True)) == "out/bsrnn/fast_tr"
 
 
 def test_spectrogram_image_layout():
