@@ -56,6 +56,33 @@ def scaled_lr(lr: float, batch_size: int, world_size: int, accumulate: int) -> f
     return float(lr) * int(batch_size) * max(1, int(world_size)) * int(accumulate) / 16.0
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Fail before anything is built or run when an option is invalid (a ConfigError naming
+    the key and the valid choices)."""
+    from bsrnn.callbacks import monitor_spec
+    from bsrnn.chunking import ChunkSettings
+    from bsrnn.data import DataSettings
+    from bsrnn.errors import ConfigError
+    from bsrnn.lit_module import VAL_LOSSES
+    from bsrnn.losses import LOSS_DOMAINS, LOSS_TYPES
+    from bsrnn.models import model_config
+
+    model_config(plain(cfg.src_mod))
+    DataSettings.from_mapping(plain(cfg.dset))
+    ChunkSettings.from_mapping(plain(cfg.eval))
+    monitor_spec(str(cfg.optim.monitor_val))
+    for key, valid in (("loss_type", LOSS_TYPES), ("loss_domain", LOSS_DOMAINS),
+                       ("val_loss", VAL_LOSSES)):  # fmt: skip
+        if cfg.optim[key] not in valid:
+            raise ConfigError(
+                f"invalid optim.{key}={cfg.optim[key]!r}: expected one of {', '.join(valid)}"
+            )
+    for key in ("max_epochs", "patience"):
+        value = cfg.optim[key]
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"invalid optim.{key}={value!r}: expected a positive integer")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg`` and fit; returns the checkpoint paths and final metrics."""
     import lightning.pytorch as L
@@ -66,7 +93,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         RunRecorder,
         build_callbacks,
         build_logger,
-        monitor_spec,
         read_resume_info,
         route_lightning_logs_to_root,
     )
@@ -81,15 +107,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from bsrnn.runtime import training_precision
 
     route_lightning_logs_to_root()
+    check_config(cfg)
     L.seed_everything(int(cfg.seed), workers=True)  # before the network draws its weights
     net = build_model(plain(cfg.src_mod))
     data = DataSettings.from_mapping(plain(cfg.dset))
     monitor = str(cfg.optim.monitor_val)
-    monitor_spec(monitor)
-    for key in ("max_epochs", "patience"):
-        value = cfg.optim[key]
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"invalid optim.{key}={value!r}: expected a positive integer")
     name, targets = str(cfg.src_mod.name), list(net.targets)
     folder = model_dir(cfg.out_dir, name, fast_tr=bool(cfg.fast_tr))
     best_path, last_path = checkpoint_path(folder, targets), last_checkpoint_path(folder, targets)
@@ -130,7 +152,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler,
         monitor=monitor,
         chunking=ChunkSettings.from_mapping(plain(cfg.eval)),
-        val_loss=str(cfg.optim.get("val_loss", "chunks")),
+        val_loss=str(cfg.optim.val_loss),
     )
     datamodule = MusdbDataModule(data, targets=targets, fast_tr=bool(cfg.fast_tr))
 

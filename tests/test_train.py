@@ -290,7 +290,7 @@ def test_cli_error_is_one_clear_line(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "train.py: error: unknown loss domain optim.loss_domain='freq': expected one of t, tf, t+tf"
+        "train.py: error: invalid optim.loss_domain='freq': expected one of t, tf, t+tf"
     )
 
 

@@ -61,7 +61,7 @@ def test_params_lines_are_valid_training_configs():
         for line in lines:
             assert line.startswith('"') and line.endswith('"'), line  # the seed's quoted form
             cfg = compose("config", overrides=shlex.split(line)[0].split())
-            train_script.validate_config(cfg)  # raises on an invalid option
+            train_script.check_config(cfg)  # raises on an invalid option
 
 
 def test_run_train_gives_each_variant_its_place_and_resumes(stubs):
