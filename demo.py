@@ -1,14 +1,15 @@
 """The main job end to end on the stand-in dataset (what `make demo` runs).
 
 1. make the stand-in dataset and its activity index      python prep_dataset.py dset=toy
-2. train bsrnn-tiny for every target                     python train.py -m dset=toy ...
+2. train simo-bsrnn-tiny: one model for the four stems   python train.py dset=toy src_mod=...
 3. evaluate on the stand-in test set, model and the "mixture as estimate" baseline,
    uSDR and cSDR                                         python evaluate.py dset=toy ...
 4. separate one test mixture into outputs/demo/          python inference.py ...
 
 Each step is the project's own command, run as a user would run it; a second `make demo`
 reuses what the first one made (the data, finished trainings, finished evaluations).
-Options: --epochs N (default 5), --targets vocals,bass,... (default all four).
+Options: --epochs N (default 8); --model bsrnn-tiny trains one network per target instead
+(the seed's `python train.py -m src_mod.target=...`), with --targets vocals,bass,...
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-MODEL = "bsrnn-tiny"
+MODELS = ("simo-bsrnn-tiny", "bsrnn-tiny")
 DATA = ROOT / "data" / "toy"
 OUT = ROOT / "outputs"
 
@@ -36,30 +37,32 @@ def run(step: str, args: list[str]) -> None:
     print(f"--- {step}: {time.monotonic() - start:.0f} s", flush=True)
 
 
-def summary_row(kind: str, model: str) -> dict[str, float]:
+def summary_row(kind: str, model: str, targets: list[str]) -> dict[str, float]:
     path = OUT / f"test_results_{kind}.csv"
     with path.open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             if row["model"] == model:
-                return {k: float(v) for k, v in row.items() if k != "model" and v != ""}
+                return {k: float(row[k]) for k in [*targets, "average"]}
     sys.exit(f"demo: no row for {model!r} in {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="bsrnn end-to-end demo on the stand-in data")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs per target")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs (per model)")
+    parser.add_argument("--model", default=MODELS[0], choices=MODELS)
     parser.add_argument("--targets", default="vocals,bass,drums,other")
     args = parser.parse_args()
+    model = args.model
     targets = args.targets.split(",")
-    common = ["dset=toy", f"src_mod={MODEL}", f"targets=[{','.join(targets)}]"]
+    common = ["dset=toy", f"src_mod={model}", f"targets=[{','.join(targets)}]"]
+    train = ["train.py", "dset=toy", f"src_mod={model}", f"optim.max_epochs={args.epochs}",
+             "ckpt_path=auto"]  # fmt: skip
+    if model == "bsrnn-tiny":  # one network per target: the seed's multirun
+        train[1:1] = ["-m", f"src_mod.target={','.join(targets)}"]
     t0 = time.monotonic()
 
     run("1/4 stand-in dataset and activity index", ["prep_dataset.py", "dset=toy"])
-    run(
-        f"2/4 training {MODEL} for {', '.join(targets)} ({args.epochs} epochs each)",
-        ["train.py", "-m", "dset=toy", f"src_mod={MODEL}", f"src_mod.target={','.join(targets)}",
-         f"optim.max_epochs={args.epochs}", "ckpt_path=auto"],
-    )  # fmt: skip
+    run(f"2/4 training {model} for {', '.join(targets)} ({args.epochs} epochs)", train)
     for kind, sdr_type in (("usdr", "usdr"), ("csdr", "museval")):
         evaluate = ["evaluate.py", *common, f"eval.sdr_type={sdr_type}"]
         run(f"3/4 evaluation ({kind}), model", evaluate)
@@ -74,15 +77,16 @@ def main() -> None:
         ["inference.py", *common, f"+file_path={track / 'mixture.wav'}", f"+rec_dir={rec_dir}"],
     )
 
-    print(f"\n=== Results on the stand-in test set ({MODEL}, {args.epochs} epochs per target)")
+    print(f"\n=== Results on the stand-in test set ({model}, {args.epochs} epochs)")
+    width = len(model)
     for kind, label in (("usdr", "uSDR (mean over tracks)"), ("csdr", "cSDR (median, museval)")):
-        model, base = summary_row(kind, MODEL), summary_row(kind, "mixture")
+        ours, base = summary_row(kind, model, targets), summary_row(kind, "mixture", targets)
         print(f"\n{label}, dB")
-        print(f"| {'target':<8} | {MODEL:>10} | {'mixture':>8} | {'margin':>7} |")
-        print(f"|{'-' * 10}|{'-' * 12}|{'-' * 10}|{'-' * 9}|")
+        print(f"| {'target':<8} | {model:>{width}} | {'mixture':>8} | {'margin':>7} |")
+        print(f"|{'-' * 10}|{'-' * (width + 2)}|{'-' * 10}|{'-' * 9}|")
         for name in [*targets, "average"]:
-            m, b = model[name], base[name]
-            print(f"| {name:<8} | {m:>10.2f} | {b:>8.2f} | {m - b:>+7.2f} |")
+            m, b = ours[name], base[name]
+            print(f"| {name:<8} | {m:>{width}.2f} | {b:>8.2f} | {m - b:>+7.2f} |")
     stems = ", ".join(sorted(p.name for p in rec_dir.glob("*.wav")))
     print(f"\nSeparated stems of {track.name}: {rec_dir}/ ({stems})")
     print(f"Demo finished in {(time.monotonic() - t0) / 60:.1f} min.")

@@ -6,7 +6,7 @@
 
 The loaders run the real ``dset=musdb18hq`` and ``dset=musdb18hq_sad`` configs on the stand-in
 data (data/toy/ when it is complete, else generated into a temporary folder). The model row
-times a training step of ``BSRNN(target="vocals")`` (64/8, or ``--feature-dim 16 --num-repeat 2``
+times a training step of the vocals network (64/8, or ``--feature-dim 16 --num-repeat 2``
 for bsrnn-tiny): batch 2 x 3 s, forward, L1 loss on the waveform and the STFT, backward, Adam
 step, after one warm-up step. The loader is not the bottleneck when it
 delivers more examples per second than the step consumes.
@@ -23,20 +23,28 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from bsrnn.data import MusdbDataModule, ToyParams, generate_toy_dataset  # noqa: E402
+from bsrnn.cli import register_model_schemas  # noqa: E402
+from bsrnn.data import DataSettings, MusdbDataModule, generate_toy_dataset  # noqa: E402
 from bsrnn.data.toy import toy_dataset_complete  # noqa: E402
+
+register_model_schemas()
+
+
+def dataset_settings(overrides: list[str]) -> DataSettings:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose("config", overrides=overrides)
+    return DataSettings.from_mapping(OmegaConf.to_container(cfg.dset, resolve=True))
 
 
 def toy_dataset(tmp: str) -> Path:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("config", overrides=["dset=toy"])
-    params = ToyParams(**cfg.dset.toy)
-    local = REPO / cfg.data_dir
+    settings = dataset_settings(["dset=toy"])
+    params = settings.toy
+    local = REPO / settings.data_dir
     if toy_dataset_complete(local, params):
         return local
     root = Path(tmp) / "toy"
@@ -48,15 +56,13 @@ def toy_dataset(tmp: str) -> Path:
 def loader_rate(dset: str, root: Path, args: argparse.Namespace) -> dict:
     overrides = [
         f"dset={dset}",
-        f"data_dir={root}",
+        f"dset.data_dir={root}",
         "dset.validation_tracks=2",
         f"dset.num_workers={args.workers}",
         f"dset.batch_size={args.batch}",
     ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("config", overrides=overrides)
-    dm: MusdbDataModule = instantiate(cfg.dset, target="vocals", fast_tr=False)
-    if dm.sampling == "activity":
+    dm = MusdbDataModule(dataset_settings(overrides), targets=["vocals"])
+    if dm.settings.sampling == "activity":
         dm.prepare_dataset(progress=False)
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -76,12 +82,13 @@ def loader_rate(dset: str, root: Path, args: argparse.Namespace) -> dict:
 
 
 def model_rate(args: argparse.Namespace) -> dict:
-    from bsrnn import BSRNN
     from bsrnn.losses import SeparationLoss
+    from bsrnn.models import build_model
 
     torch.manual_seed(0)
-    net = BSRNN(target="vocals", feature_dim=args.feature_dim, num_repeat=args.num_repeat).train()
-    loss_fn = SeparationLoss("L1", "t+tf", n_fft=net.n_fft, n_hop=net.n_hop)
+    options = dict(target="vocals", feature_dim=args.feature_dim, num_repeat=args.num_repeat)
+    net = build_model(options).train()
+    loss_fn = SeparationLoss("L1", "t+tf")
     optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
     n = 3 * 44100
     sources = 0.1 * torch.randn(args.batch, 1, 2, n)

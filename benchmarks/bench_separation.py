@@ -96,9 +96,14 @@ def make_model(target: str, feature_dim: int, num_repeat: int, **options: Any) -
 
 
 def make_simo_model(feature_dim: int = 64, num_repeat: int = 8) -> nn.Module | None:
-    """The multi-target network (the ``simo-bsrnn`` preset) with random weights, or None while
-    it is not available."""
-    return None
+    """The multi-target network of the ``simo-bsrnn`` preset (the joint 57-band split, three
+    mask decoders, ``other`` as the mixture minus the rest) with random weights."""
+    from bsrnn.models import build_model
+
+    return build_model(
+        dict(targets=["vocals", "bass", "drums", "other"], subtract_last_trgt=True,
+             feature_dim=feature_dim, num_repeat=num_repeat)
+    )  # fmt: skip
 
 
 def make_separator(models: list[nn.Module], precision: str, force: bool) -> Any:
