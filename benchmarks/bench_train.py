@@ -41,6 +41,8 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from bench_separation import _reset_peak_rss  # noqa: E402  (benchmarks/ is on sys.path)
+
 from bsrnn import runtime  # noqa: E402
 from bsrnn.errors import ConfigError  # noqa: E402
 from bsrnn.losses import SeparationLoss  # noqa: E402
@@ -85,16 +87,6 @@ def make_model(name: str, sample_rate: int) -> torch.nn.Module:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the process's RSS high-water mark (Linux ``clear_refs``); False where it can't."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _peak_rss_gib(exact: bool) -> float:

@@ -237,4 +237,4 @@ def test_prep_dataset_script(tmp_path: Path) -> None:
     bad = [*cmd, "+dset.win_size=3"]
     done = subprocess.run(bad, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert "unknown dataset setting(s) dset.win_size; valid keys: name" in done.stderr
+    assert "unknown key(s) dset.win_size; valid keys of dset: name" in done.stderr

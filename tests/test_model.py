@@ -156,7 +156,7 @@ def test_invalid_options_name_the_key_and_the_choices():
         (dict(act_tac="relu"), r"src_mod\.act_tac.*tanh, prelu"),
         (dict(feature_dim=10, n_att_head=3), "divisible"),
         (dict(feature_dim=10, n_heads=4), r"n_heads=4"),
-        (dict(num_repeats=3), r"unknown model option.*src_mod\.num_repeats.*valid options"),
+        (dict(num_repeats=3), r"unknown key.*src_mod\.num_repeats; valid keys of src_mod: target"),
         (dict(bands=[[30, 2000]]), "only 1025"),
         (dict(feature_dim="64"), r"src_mod\.feature_dim='64': expected an integer"),
         (dict(target="vocals", targets=["bass"]), "disagree"),

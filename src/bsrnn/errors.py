@@ -34,3 +34,14 @@ class NonFiniteLossError(BsrnnError):
 
 class SilentSourceError(BsrnnError):
     """A whole reference or estimated source is silent: museval's bss_eval refuses the track."""
+
+
+def reject_unknown_keys(keys: object, valid: list[str], where: str) -> None:
+    """Raise a ConfigError naming every key of ``keys`` that is not in ``valid`` (as
+    ``<where>.<key>``) and listing the valid ones."""
+    unknown = sorted(str(k) for k in keys if k not in valid)  # type: ignore[attr-defined]
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; valid keys of "
+            f"{where}: {', '.join(valid)}"
+        )

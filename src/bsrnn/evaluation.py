@@ -30,7 +30,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from bsrnn.audio import resample, write_audio
 from bsrnn.chunking import ChunkSettings
 from bsrnn.data import DataSettings, Track, read_track_audio
-from bsrnn.errors import ConfigError, SilentSourceError
+from bsrnn.errors import ConfigError, SilentSourceError, reject_unknown_keys
 from bsrnn.metrics import (
     USDR,
     csdr_frames,
@@ -113,16 +113,9 @@ class EvalSettings:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> EvalSettings:
         """From the ``eval`` config (its chunking keys belong to ChunkSettings)."""
-        known = {f.name for f in fields(cls)}
-        chunk_keys = set(ChunkSettings.config_keys())
-        data = dict(mapping)
-        unknown = sorted(set(data) - known - chunk_keys)
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {', '.join(f'eval.{k}' for k in unknown)}; valid: "
-                f"{', '.join(sorted(known | chunk_keys))}"
-            )
-        return cls(**{k: v for k, v in data.items() if k in known})
+        known = [f.name for f in fields(cls)]
+        reject_unknown_keys(mapping, known + list(ChunkSettings.config_keys()), "eval")
+        return cls(**{k: v for k, v in mapping.items() if k in known})
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from bsrnn.data.tracks import (
     Track,
     discover_tracks,
 )
-from bsrnn.errors import ConfigError
+from bsrnn.errors import ConfigError, reject_unknown_keys
 
 SAMPLINGS: tuple[str, ...] = ("random", "activity")
 # The dataset conf/config.yaml selects by default; `python prep_dataset.py` prepares it.
@@ -112,13 +112,7 @@ class DataSettings:
             raise ConfigError(
                 f"dset: expected a mapping of dataset settings, got {type(mapping).__name__}"
             )
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(str(k) for k in mapping if k not in valid)
-        if unknown:
-            raise ConfigError(
-                f"unknown dataset setting(s) {', '.join('dset.' + k for k in unknown)}; "
-                f"valid keys: {', '.join(valid)}"
-            )
+        reject_unknown_keys(mapping, [f.name for f in fields(cls)], "dset")
         return cls(**mapping)
 
     def __post_init__(self) -> None:
@@ -284,13 +278,7 @@ def _nested(cls: type, value: Any, key: str) -> Any:
         return value
     if not isinstance(value, Mapping):
         _bad(key, value, f"a mapping of {cls.__name__} keys")
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(str(k) for k in value if k not in valid)
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(f'dset.{key}.{k}' for k in unknown)}; "
-            f"valid keys of dset.{key}: {', '.join(valid)}"
-        )
+    reject_unknown_keys(value, [f.name for f in fields(cls)], f"dset.{key}")
     try:
         return cls(**value)
     except ConfigError as err:

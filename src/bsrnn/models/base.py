@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bsrnn.errors import ConfigError
+from bsrnn.errors import ConfigError, reject_unknown_keys
 
 #: Keys of a ``src_mod`` preset that describe the run, not the network.
 PRESET_KEYS = ("arch", "name")
@@ -147,13 +147,7 @@ class ModelConfig:
                     "disagree: set one of them (target: one stem; targets: several)"
                 )
             data["targets"] = [target]
-        valid = cls.options()
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ConfigError(
-                f"unknown model option(s) {', '.join(f'{cls.where}.{k}' for k in unknown)}: "
-                f"valid options are target, {', '.join(valid)}"
-            )
+        reject_unknown_keys(data, ["target", *cls.options()], cls.where)
         if isinstance(data.get("targets"), list | tuple):
             data["targets"] = tuple(data["targets"])
         return cls(**data)
