@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bsrnn.cli import register_model_schemas
+
 # One torch thread for the whole suite: the models here are tiny, and on a 2-core machine two
 # OpenMP threads stall badly whenever anything else (a data worker, a subprocess) needs a core.
 torch.set_num_threads(1)  # subprocesses get OMP_NUM_THREADS=1 from the tests that start them
@@ -20,6 +22,9 @@ NEWEST_FIXTURES = SHARED / "fixtures" / "reference-newest"
 # benchmarks/ holds the per-band baseline network that tests compare against
 if str(REPO / "benchmarks") not in sys.path:
     sys.path.insert(0, str(REPO / "benchmarks"))
+
+# the presets in conf/src_mod/ build on the architecture schemas the entry scripts register
+register_model_schemas()
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +47,6 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
-
-    from bsrnn.cli import register_model_schemas
-
-    register_model_schemas()
 
     def _compose(*overrides: str) -> dict:
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
