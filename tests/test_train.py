@@ -371,8 +371,9 @@ def test_simo_trains_one_checkpoint_and_separates_four_stems(toy_data, tmp_path)
     usdr_mean = sum(tags[f"val/usdr_{t}"][-1][1] for t in model.targets) / 4
     assert tags["val/usdr"][-1][1] == pytest.approx(usdr_mean, abs=1e-4)
 
-    common = ["dset=toy", f"dset.data_dir={toy_data}", f"out_dir={tmp_path / 'outputs'}",
-              "src_mod=simo-bsrnn-tiny", "eval.progress=false", "eval.device=cpu"]  # fmt: skip
+    common = ["dset=musdb18hq", f"dset.data_dir={toy_data}", f"out_dir={tmp_path / 'outputs'}",
+              "src_mod=simo-bsrnn-tiny", "eval.progress=false", "eval.device=cpu",
+              "eval.num_threads=1"]  # fmt: skip
     import evaluate as evaluate_script
     import inference as inference_script
 
