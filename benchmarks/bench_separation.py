@@ -30,6 +30,7 @@ over the four stems, min in brackets) compares outputs with the fp32 twin, not w
     python benchmarks/bench_separation.py --threads 2 --repeats 3
     python benchmarks/bench_separation.py --seconds 2 --repeats 1 --feature-dim 16 --num-repeat 2
     python benchmarks/bench_separation.py --only a,d               # a subset of the rows
+    python benchmarks/bench_separation.py --device cuda --batch-chunks 8 --seconds 180 --only a,c
 """
 
 from __future__ import annotations
@@ -106,12 +107,17 @@ def make_simo_model(feature_dim: int = 64, num_repeat: int = 8) -> nn.Module | N
     )  # fmt: skip
 
 
-def make_separator(models: list[nn.Module], precision: str, force: bool) -> Any:
-    """The users' separator on the CPU (default chunking) in ``precision``; ``force`` keeps
-    bf16 even where the separator would fall back to fp32."""
+def make_separator(
+    models: list[nn.Module], precision: str, force: bool, device: str = "cpu",
+    batch_chunks: int | None = None,
+) -> Any:  # fmt: skip
+    """The users' separator on ``device`` (default chunking, ``batch_chunks`` chunks per pass)
+    in ``precision``; ``force`` keeps bf16 even where the separator would fall back to fp32."""
+    from bsrnn.chunking import ChunkSettings
     from bsrnn.separator import Separator
 
-    sep = Separator(models, device="cpu", precision=precision)
+    chunking = ChunkSettings(batch_chunks=batch_chunks)
+    sep = Separator(models, device=device, precision=precision, chunking=chunking)
     if force:
         sep.precision = precision
     return sep
@@ -184,13 +190,13 @@ def mixture(seconds: float, seed: int) -> torch.Tensor:
 def child(cfg: dict[str, Any]) -> dict[str, Any]:
     """Build one configuration, warm up, time it; the result as a JSON-able dict."""
     threads = runtime.set_num_threads(cfg["threads"])
-    kind, precision = cfg["kind"], cfg["precision"]
+    kind, precision, device = cfg["kind"], cfg["precision"], cfg["device"]
     fd, nr, seed = cfg["feature_dim"], cfg["num_repeat"], cfg["seed"]
     if kind in ("bsrnn", "baseline"):
         ours, baselines = per_target_networks(fd, nr, seed)
         models = ours if kind == "bsrnn" else baselines
         del ours, baselines
-        sep = make_separator(models, precision, cfg["force_bf16"])
+        sep = make_separator(models, precision, cfg["force_bf16"], device, cfg["batch_chunks"])
         params = sum(p.numel() for m in models for p in m.parameters())
         run = sep.separate_stacked
     elif kind == "simo":
@@ -198,7 +204,8 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
         model = make_simo_model(fd, nr)
         if model is None:
             return {"skip": "not available yet"}
-        sep = make_separator([model.eval()], precision, cfg["force_bf16"])
+        sep = make_separator([model.eval()], precision, cfg["force_bf16"], device,
+                             cfg["batch_chunks"])  # fmt: skip
         params = sum(p.numel() for p in model.parameters())
         run = sep.separate_stacked
     elif kind == "htdemucs":
@@ -212,7 +219,7 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return apply_model(model, x)
+                return apply_model(model, x, device=device)
 
     else:
         raise ValueError(f"unknown configuration kind {kind!r}")
@@ -223,12 +230,18 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
     gc.collect()
     exact = _reset_peak_rss()
     before = _status_kib("VmRSS")
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     times, out = [], None
     for _ in range(cfg["repeats"]):
         out = None
         gc.collect()
         t0 = time.perf_counter()
         out = run(mix)
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak = _status_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert out is not None
@@ -242,6 +255,7 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak / 1024,
         "rss_growth_mib": (peak - before) / 1024,
         "exact_peak": exact,
+        "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "out_shape": list(out.shape),
     }
 
@@ -308,6 +322,10 @@ def main() -> None:
         action="store_true",
         help="run the bf16 rows even on a CPU without native bf16 (emulated: slow)",
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU: peak GPU memory)")
+    parser.add_argument(
+        "--batch-chunks", type=int, default=None, help="chunks per forward (null: 1 CPU, 4 GPU)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -339,7 +357,8 @@ def main() -> None:
         for key, letter, label, kind, precision, _twin in rows:
             if letter not in only:
                 continue
-            if precision == "bf16" and not bf16_ok and not args.force_bf16:
+            on_cpu = args.device == "cpu"
+            if precision == "bf16" and on_cpu and not bf16_ok and not args.force_bf16:
                 results[key] = {"skip": f"n/a: {bf16_reason} (emulated bf16 is slower)"}
                 continue
             if kind == "htdemucs" and not have_demucs:
@@ -352,6 +371,8 @@ def main() -> None:
                 "kind": kind,
                 "precision": precision,
                 "force_bf16": bool(args.force_bf16),
+                "device": args.device,
+                "batch_chunks": args.batch_chunks,
                 "threads": threads,
                 "seconds": args.seconds,
                 "warmup_seconds": args.warmup_seconds,
@@ -392,6 +413,8 @@ def main() -> None:
         vs_a = f"{t_a / t:.2f}x" if t_a else "-"
         snr = f"{r['snr'][0]:.1f} ({r['snr'][1]:.1f})" if "snr" in r else r.get("snr_error", "")
         mem = "" if r["exact_peak"] else " (process peak)"
+        if r.get("gpu_peak_mib") is not None:
+            mem += f", GPU {r['gpu_peak_mib']:.0f}"
         print(
             f"| {label} | {r['params'] / 1e6:.1f} M | {t:.2f} | {args.seconds / t:.2f} | {vs_d} "
             f"| {vs_a} | {r['peak_rss_mib']:.0f}{mem} | {r['rss_growth_mib']:.0f} | {snr} |"
