@@ -28,11 +28,11 @@ import yaml
 from omegaconf import DictConfig
 
 from bsrnn.callbacks import MONITORS, flatten, monitor_spec
-from bsrnn.cli import register_model_schemas, run_entry
+from bsrnn.cli import register_schemas, run_entry
 from bsrnn.errors import ConfigError
 
 log = logging.getLogger("display_tbresults")
-register_model_schemas()
+register_schemas()
 #: where things go, not what is trained: never a variant column
 IGNORED_KEYS = ("out_dir", "tb_dir", "tb_version", "data_dir", "ckpt_path", "overrides")
 

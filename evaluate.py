@@ -18,10 +18,10 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import plain, register_model_schemas, run_entry
+from bsrnn.cli import plain, register_schemas, run_entry
 
 log = logging.getLogger("evaluate")
-register_model_schemas()
+register_schemas()
 
 
 def run(cfg: DictConfig):

@@ -15,10 +15,10 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import plain, register_model_schemas, run_entry
+from bsrnn.cli import plain, register_schemas, run_entry
 
 log = logging.getLogger("inference")
-register_model_schemas()
+register_schemas()
 
 
 def run(cfg: DictConfig) -> dict:

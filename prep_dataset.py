@@ -13,10 +13,10 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import plain, register_model_schemas, run_entry
+from bsrnn.cli import plain, register_schemas, run_entry
 
 log = logging.getLogger("prep_dataset")
-register_model_schemas()
+register_schemas()
 
 
 def run(cfg: DictConfig) -> dict:

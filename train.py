@@ -20,10 +20,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bsrnn.cli import plain, register_model_schemas, run_entry
+from bsrnn.cli import plain, register_schemas, run_entry
 
 log = logging.getLogger("train")
-register_model_schemas()
+register_schemas()
 
 
 def _run_info() -> tuple[list[str], dict[str, Any], bool]:

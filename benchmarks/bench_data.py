@@ -28,11 +28,11 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from bsrnn.cli import register_model_schemas  # noqa: E402
+from bsrnn.cli import register_schemas  # noqa: E402
 from bsrnn.data import DataSettings, MusdbDataModule, generate_toy_dataset  # noqa: E402
 from bsrnn.data.toy import toy_dataset_complete  # noqa: E402
 
-register_model_schemas()
+register_schemas()
 
 
 def dataset_settings(overrides: list[str]) -> DataSettings:

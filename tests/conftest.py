@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bsrnn.cli import register_model_schemas
+from bsrnn.cli import register_schemas
 
 # One torch thread for the whole suite: the models here are tiny, and on a 2-core machine two
 # OpenMP threads stall badly whenever anything else (a data worker, a subprocess) needs a core.
@@ -24,7 +24,7 @@ if str(REPO / "benchmarks") not in sys.path:
     sys.path.insert(0, str(REPO / "benchmarks"))
 
 # the presets in conf/src_mod/ build on the architecture schemas the entry scripts register
-register_model_schemas()
+register_schemas()
 
 
 @pytest.fixture(scope="session")

@@ -55,7 +55,7 @@ def test_from_mapping_converts_and_normalises() -> None:
 @pytest.mark.parametrize(
     ("mapping", "pattern"),
     [
-        ({"_target_": "x", "win_size": 1}, r"dset._target_, dset.win_size; valid keys of dset: name"),
+        ({"_target_": "x", "win_size": 1}, r"dset._target_, dset.win_size; valid keys of dset"),
         ({"sampling": "sad"}, r"dset.sampling='sad': expected one of random, activity"),
         ({"sources": "vocals"}, r"dset.sources='vocals': expected a list of names"),
         ({"sources": ["vocals", "vocals"]}, r"dset.sources=.*expected distinct stem names"),

@@ -171,9 +171,9 @@ def test_csdr_equals_museval_and_lists_the_excluded_track(setup, tmp_path):
     rec = tmp_path / "rec"
     from hydra import compose, initialize_config_dir
 
-    from bsrnn.cli import register_model_schemas
+    from bsrnn.cli import register_schemas
 
-    register_model_schemas()
+    register_schemas()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         cfg = compose("config", overrides(root, "eval.sdr_type=museval", f"eval.rec_dir={rec}"))
         result = entry.run(cfg)

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from bsrnn.audio import AudioError, read_audio, resample, write_audio
 from bsrnn.checkpoints import save_model
-from bsrnn.cli import register_model_schemas
+from bsrnn.cli import register_schemas
 from bsrnn.errors import ConfigError
 from bsrnn.models import build_model
 from bsrnn.separator import Separator
@@ -24,7 +24,7 @@ from bsrnn.separator import Separator
 REPO = Path(__file__).resolve().parents[1]
 ALL = ["vocals", "bass", "drums", "other"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-register_model_schemas()
+register_schemas()
 
 
 @pytest.fixture(scope="module")

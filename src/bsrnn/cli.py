@@ -4,11 +4,12 @@ config, and one way to end on an error.
 Only the entry scripts (``train.py``, ``evaluate.py``, ``inference.py``, ``prep_dataset.py``)
 import this module; everything below them receives typed settings and plain values.
 
-- :func:`register_model_schemas`: puts every registered architecture's options, with the
-  defaults of its typed config, into Hydra's ConfigStore as ``src_mod/_<arch>``. The presets in
-  ``conf/src_mod/`` start from it (``defaults: [_bsrnn, _self_]``), so each states only what
-  differs, every option can be overridden on the command line, and a default is written once:
-  in the config dataclass.
+- :func:`register_schemas`: puts every registered architecture's options, with the
+  defaults of its typed config, into Hydra's ConfigStore as ``src_mod/_<arch>``, and the
+  evaluation and chunking options as ``eval/_defaults``. The presets in ``conf/src_mod/`` and
+  ``conf/eval/default.yaml`` start from them (``defaults: [_bsrnn, _self_]``), so each states
+  only what differs, every option can be overridden on the command line, and a default is
+  written once: in its settings dataclass.
 - :func:`run_entry`: a domain error (:class:`~bsrnn.errors.BsrnnError`) prints one line and
   exits 1; anything else is a bug and keeps its traceback.
 """
@@ -29,13 +30,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def register_model_schemas() -> None:
-    """Store ``src_mod/_<arch>`` (``arch``, ``name``, ``target`` and every option) for Hydra."""
+def register_schemas() -> None:
+    """Store ``src_mod/_<arch>`` (``arch``, ``name``, ``target`` and every option) and
+    ``eval/_defaults`` (every EvalSettings and ChunkSettings option) for Hydra."""
+    import dataclasses
+
     from hydra.core.config_store import ConfigStore
 
+    from bsrnn.chunking import ChunkSettings
+    from bsrnn.evaluation import EvalSettings
     from bsrnn.models import ARCHITECTURES
 
     store = ConfigStore.instance()
+    eval_defaults = {**dataclasses.asdict(EvalSettings()), **ChunkSettings().to_mapping()}
+    store.store(group="eval", name="_defaults", node=eval_defaults)
     for arch, spec in ARCHITECTURES.items():
         defaults = spec.config.defaults()
         node = {"arch": arch, "name": "???", "target": None, **defaults, "targets": None}
