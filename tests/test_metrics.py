@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bsrnn import metrics
+from bsrnn.errors import ConfigError
 from bsrnn.metrics import (
     SilentSourceError,
     aggregate_tracks,
@@ -309,5 +310,5 @@ def test_median_over_frames_and_tracks():
 def test_sdr_type_synonyms():
     assert {normalize_sdr_type(s) for s in ("usdr", "global", "uSDR")} == {"usdr"}
     assert {normalize_sdr_type(s) for s in ("csdr", "museval", "cSDR")} == {"csdr"}
-    with pytest.raises(ValueError, match="unknown sdr_type"):
+    with pytest.raises(ConfigError, match=r"unknown eval\.sdr_type='sisdr'"):
         normalize_sdr_type("sisdr")

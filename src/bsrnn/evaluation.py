@@ -86,10 +86,7 @@ class EvalSettings:
     verbose_per_track: bool = True
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "sdr_type", normalize_sdr_type(self.sdr_type))
-        except ValueError as err:
-            raise ConfigError(f"eval.{err}") from None
+        object.__setattr__(self, "sdr_type", normalize_sdr_type(self.sdr_type))
         if self.museval_backend not in BACKENDS:
             raise ConfigError(
                 f"unknown eval.museval_backend={self.museval_backend!r}: expected one of "

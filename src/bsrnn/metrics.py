@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bsrnn.errors import SilentSourceError
+from bsrnn.errors import ConfigError, SilentSourceError
 
 USDR = "usdr"
 CSDR = "csdr"
@@ -59,8 +59,9 @@ def normalize_sdr_type(sdr_type: str) -> str:
     ``csdr``/``museval``/``chunk`` -> ``"csdr"``."""
     key = str(sdr_type).strip().lower()
     if key not in _SDR_TYPES:
-        raise ValueError(
-            f"unknown sdr_type {sdr_type!r}: expected one of {', '.join(sorted(_SDR_TYPES))}"
+        raise ConfigError(
+            f"unknown eval.sdr_type={sdr_type!r}: expected one of "
+            f"{', '.join(sorted(_SDR_TYPES))}"
         )
     return _SDR_TYPES[key]
 
