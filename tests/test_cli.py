@@ -49,8 +49,10 @@ def test_entry_script_with_a_bad_option_exits_1_with_one_line(tmp_path):
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(
-        "evaluate.py: error: unknown eval.sdr_type='psnr'"
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("evaluate.py: error: unknown eval.sdr_type='psnr'")
     )
 
 

@@ -60,8 +60,7 @@ def normalize_sdr_type(sdr_type: str) -> str:
     key = str(sdr_type).strip().lower()
     if key not in _SDR_TYPES:
         raise ConfigError(
-            f"unknown eval.sdr_type={sdr_type!r}: expected one of "
-            f"{', '.join(sorted(_SDR_TYPES))}"
+            f"unknown eval.sdr_type={sdr_type!r}: expected one of {', '.join(sorted(_SDR_TYPES))}"
         )
     return _SDR_TYPES[key]
 
