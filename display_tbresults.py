@@ -34,7 +34,8 @@ from bsrnn.errors import ConfigError
 log = logging.getLogger("display_tbresults")
 register_schemas()
 #: where things go, not what is trained: never a variant column
-IGNORED_KEYS = ("out_dir", "tb_dir", "tb_version", "data_dir", "ckpt_path", "overrides")
+IGNORED_KEYS = ("out_dir", "tb_dir", "tb_version", "dset.data_dir", "dset.sad_dir", "ckpt_path",
+                "overrides")  # fmt: skip
 
 
 @dataclass
@@ -109,7 +110,7 @@ def _varying_keys(runs: list[RunResult]) -> list[str]:
     keys = sorted({k for r in runs for k in r.hparams})
     varying = []
     for key in keys:
-        if key.split(".")[0] in IGNORED_KEYS or key.startswith("hydra"):
+        if key.split(".")[0] in IGNORED_KEYS or key in IGNORED_KEYS or key.startswith("hydra"):
             continue
         if len({str(r.hparams.get(key, "-")) for r in runs}) > 1:
             varying.append(key)

@@ -55,6 +55,7 @@ BASE = {
     "optim.monitor_val": "loss",
     "src_mod.feature_dim": 64,
     "out_dir": "outputs/variants/a",
+    "dset.data_dir": "data/musdb18hq",
     "choice/src_mod": "bsrnn",
 }
 
@@ -67,7 +68,12 @@ def tb(tmp_path) -> Path:
     # run 2: another loss domain, monitored by SDR: best at epoch 0
     params = dict(
         BASE,
-        **{"optim.loss_domain": "t", "optim.monitor_val": "sdr", "out_dir": "outputs/variants/b"},
+        **{
+            "optim.loss_domain": "t",
+            "optim.monitor_val": "sdr",
+            "out_dir": "outputs/variants/b",
+            "dset.data_dir": "/scratch/musdb18hq",
+        },
     )
     write_run(root / "bsrnn-vocals" / "version_1", params, [(0.8, 5.0), (0.7, 4.9)])
     # run 3: bass, no validation yet -> skipped
