@@ -56,9 +56,10 @@ def scaled_lr(lr: float, batch_size: int, world_size: int, accumulate: int) -> f
     return float(lr) * int(batch_size) * max(1, int(world_size)) * int(accumulate) / 16.0
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig) -> tuple[Any, Any, Any]:
     """Fail before anything is built or run when an option is invalid (a ConfigError naming
-    the key and the valid choices)."""
+    the key and the valid choices); returns the typed ``(model config, DataSettings,
+    ChunkSettings)`` of the run."""
     from bsrnn.callbacks import monitor_spec
     from bsrnn.chunking import ChunkSettings
     from bsrnn.data import DataSettings
@@ -67,9 +68,9 @@ def check_config(cfg: DictConfig) -> None:
     from bsrnn.losses import LOSS_DOMAINS, LOSS_TYPES
     from bsrnn.models import model_config
 
-    model_config(plain(cfg.src_mod))
-    DataSettings.from_mapping(plain(cfg.dset))
-    ChunkSettings.from_mapping(plain(cfg.eval))
+    _, model = model_config(plain(cfg.src_mod))
+    data = DataSettings.from_mapping(plain(cfg.dset))
+    chunking = ChunkSettings.from_mapping(plain(cfg.eval))
     monitor_spec(str(cfg.optim.monitor_val))
     for key, valid in (("loss_type", LOSS_TYPES), ("loss_domain", LOSS_DOMAINS),
                        ("val_loss", VAL_LOSSES)):  # fmt: skip
@@ -81,6 +82,7 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg.optim[key]
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"invalid optim.{key}={value!r}: expected a positive integer")
+    return model, data, chunking
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -97,8 +99,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         route_lightning_logs_to_root,
     )
     from bsrnn.checkpoints import load_model
-    from bsrnn.chunking import ChunkSettings
-    from bsrnn.data import DataSettings, MusdbDataModule
+    from bsrnn.data import MusdbDataModule
     from bsrnn.errors import ConfigError
     from bsrnn.lit_module import SeparationLitModule
     from bsrnn.losses import SeparationLoss
@@ -107,10 +108,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from bsrnn.runtime import training_precision
 
     route_lightning_logs_to_root()
-    check_config(cfg)
+    net_config, data, chunking = check_config(cfg)
     L.seed_everything(int(cfg.seed), workers=True)  # before the network draws its weights
-    net = build_model(plain(cfg.src_mod))
-    data = DataSettings.from_mapping(plain(cfg.dset))
+    net = build_model(net_config)
     monitor = str(cfg.optim.monitor_val)
     name, targets = str(cfg.src_mod.name), list(net.targets)
     folder = model_dir(cfg.out_dir, name, fast_tr=bool(cfg.fast_tr))
@@ -151,7 +151,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer,
         scheduler,
         monitor=monitor,
-        chunking=ChunkSettings.from_mapping(plain(cfg.eval)),
+        chunking=chunking,
         val_loss=str(cfg.optim.val_loss),
     )
     datamodule = MusdbDataModule(data, targets=targets, fast_tr=bool(cfg.fast_tr))

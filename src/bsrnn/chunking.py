@@ -366,7 +366,7 @@ def _accumulate(
     try:
         for g, group in enumerate(groups):
             first = chunks[group[0]]
-            x = torch.cat([_crop(mixture, chunks[i].start, chunks[i].stop) for i in group])
+            x = torch.cat([crop(mixture, chunks[i].start, chunks[i].stop) for i in group])
             y = fn(x.to(device))  # [k*B, S, C, t]
             _check_output(y, x.shape[0], channels, first.stop - first.start)
             y = y.to(mixture.device, torch.float32)
@@ -411,7 +411,7 @@ def _groups(chunks: list[_Chunk], size: int) -> Iterator[list[int]]:
         yield group
 
 
-def _crop(mixture: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+def crop(mixture: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """``mixture[..., start:stop]`` with zeros where the window leaves ``[0, T)``."""
     n = mixture.shape[-1]
     if start >= 0 and stop <= n:

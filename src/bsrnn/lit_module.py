@@ -28,7 +28,7 @@ from torch import nn
 
 from bsrnn.callbacks import monitor_spec
 from bsrnn.checkpoints import model_record
-from bsrnn.chunking import ChunkSettings, chunk_spans, separate_in_chunks
+from bsrnn.chunking import ChunkSettings, chunk_spans, crop, separate_in_chunks
 from bsrnn.errors import ConfigError, NonFiniteLossError
 from bsrnn.figures import spectrogram_image
 from bsrnn.metrics import usdr
@@ -113,15 +113,12 @@ class SeparationLitModule(L.LightningModule):
         chunk's loss (the network's own STFT for the tf term)."""
         spans = iter(chunk_spans(mixture.shape[-1], self.sample_rate, self.chunking))
         losses: list[torch.Tensor] = []
-        batch, n = mixture.shape[0], mixture.shape[-1]
+        batch = mixture.shape[0]
 
         def run(chunk: torch.Tensor) -> torch.Tensor:
             out = self.net(chunk)
             for j in range(chunk.shape[0] // batch):
-                start, stop = next(spans)
-                ref = references.new_zeros((*references.shape[:-1], stop - start))
-                lo, hi = max(start, 0), min(stop, n)
-                ref[..., lo - start : hi - start] = references[..., lo:hi]
+                ref = crop(references, *next(spans))
                 part = slice(j * batch, (j + 1) * batch)
                 losses.append(self.loss(out.waveforms[part], ref, est_stfts=out.stfts[part]))
             return out.waveforms

@@ -25,7 +25,7 @@ from bsrnn.audio import AudioError, AudioInfo, audio_info, read_audio, resample,
 from bsrnn.checkpoints import load_model
 from bsrnn.chunking import ChunkSettings, separate_in_chunks
 from bsrnn.errors import CheckpointError, ConfigError
-from bsrnn.models import SeparationModel, build_model
+from bsrnn.models import SeparationModel, build_model, model_config
 from bsrnn.paths import checkpoint_path
 from bsrnn.runtime import autocast, inference_precision, resolve_device
 
@@ -108,7 +108,7 @@ class Separator(nn.Module):
         if not targets:
             raise ConfigError("no targets to separate")
         options = dict(model_options or {})
-        preset_targets = options.get("targets") if options.get("target") is None else None
+        preset_targets = list(model_config(options)[1].targets) if options else None
         groups = (
             [list(preset_targets)]
             if preset_targets and len(preset_targets) > 1
