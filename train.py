@@ -140,8 +140,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loss = SeparationLoss(
         loss_type=str(cfg.optim.loss_type),
         domain=str(cfg.optim.loss_domain),
-        n_fft=int(getattr(net.config, "n_fft", 2048)),
-        n_hop=int(getattr(net.config, "n_hop", 512)),
+        n_fft=net.stft_spec.n_fft,
+        n_hop=net.stft_spec.hop_length,
     )
     optimizer = _instantiate(cfg.optim.optimizer, "optim.optimizer")
     scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None

@@ -153,7 +153,7 @@ class Separator(nn.Module):
     @property
     def min_samples(self) -> int:
         """The shortest input the models take (one STFT frame): shorter ones are zero-padded."""
-        return max(int(getattr(m.config, "n_fft", 1)) for m in self.models)
+        return max(int(m.min_samples) for m in self.models)
 
     def separate_stacked(self, mixture: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """Chunked separation of whole tracks: ``[B, C, T]`` -> ``[B, S, C, T]`` (float32, on

@@ -1,6 +1,12 @@
 """Separation networks: the model interface, the architectures and their registry."""
 
-from bsrnn.models.base import ModelConfig, ModelOutput, SeparationModel, count_parameters
+from bsrnn.models.base import (
+    ModelConfig,
+    ModelOutput,
+    SeparationModel,
+    StftSpec,
+    count_parameters,
+)
 from bsrnn.models.bsrnn import BSRNN, BSRNNConfig
 from bsrnn.models.registry import (
     ARCHITECTURES,
@@ -19,6 +25,7 @@ __all__ = [
     "ModelConfig",
     "ModelOutput",
     "SeparationModel",
+    "StftSpec",
     "arch_name",
     "architecture",
     "build_model",

@@ -8,13 +8,22 @@ A network ``model`` is an ``nn.Module`` with
   preset; ``config.to_dict()`` is what checkpoints store);
 * ``model.targets``: the stems it produces, in output order; ``model.sample_rate``;
 * ``model(mixture [B, C, samples])`` -> :class:`ModelOutput` with ``waveforms``
-  ``[B, S, C, samples]`` and complex ``stfts`` ``[B, S, C, F, frames]``, ``S = len(targets)``.
+  ``[B, S, C, samples]`` and, optionally, complex ``stfts`` ``[B, S, C, F, frames]``,
+  ``S = len(targets)`` (a loss that needs the STFT of an estimate computes it when a model
+  gives none);
+* what separation and training need to know, declared by each architecture (no defaults are
+  guessed elsewhere): ``model.stft_spec`` (:class:`StftSpec`: the STFT a tf-domain loss and the
+  figures use), ``model.audio_channels`` (1 or 2, or None: any count, channels handled as
+  independent items), ``model.min_samples`` (the shortest input it takes; shorter ones are
+  zero-padded) and ``model.segment_samples`` (its preferred chunk length for whole-track
+  separation, or None: the ``eval.segment_len`` setting decides).
 
 Only torch is needed here.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import types
 import typing
@@ -32,16 +41,32 @@ PRESET_KEYS = ("arch", "name")
 
 
 class ModelOutput(dict):
-    """A network's output: ``waveforms`` [B, S, C, samples] and complex ``stfts``
-    [B, S, C, F, frames]; reachable as keys or attributes."""
+    """A network's output: ``waveforms`` [B, S, C, samples] and, when the network computes
+    them, complex ``stfts`` [B, S, C, F, frames] (else None); reachable as keys or
+    attributes."""
 
     @property
     def waveforms(self) -> torch.Tensor:
         return self["waveforms"]
 
     @property
-    def stfts(self) -> torch.Tensor:
-        return self["stfts"]
+    def stfts(self) -> torch.Tensor | None:
+        return self.get("stfts")
+
+
+@dataclass(frozen=True)
+class StftSpec:
+    """A network's STFT: ``n_fft``, ``hop_length``, ``win_length`` (Hann window, centred,
+    reflect padding, one-sided) and ``normalized``."""
+
+    n_fft: int
+    hop_length: int
+    win_length: int | None = None
+    normalized: bool = False
+
+    def __post_init__(self) -> None:
+        if self.win_length is None:
+            object.__setattr__(self, "win_length", self.n_fft)
 
 
 def _check_type(where: str, value: Any, hint: Any) -> Any:
@@ -165,9 +190,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class SeparationModel(nn.Module):
+class SeparationModel(nn.Module, abc.ABC):
     """Base of every architecture: ``config``, ``targets``, ``sample_rate``; subclasses
-    implement ``forward(mixture [B, C, samples]) -> ModelOutput``."""
+    implement ``forward(mixture [B, C, samples]) -> ModelOutput``, :attr:`stft_spec` and
+    :attr:`audio_channels`, and may override :attr:`min_samples` and
+    :attr:`segment_samples`."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -182,6 +209,29 @@ class SeparationModel(nn.Module):
     @property
     def sample_rate(self) -> int:
         return int(self.config.sample_rate)
+
+    @property
+    @abc.abstractmethod
+    def stft_spec(self) -> StftSpec:
+        """The network's STFT (what a tf-domain loss compares, and the figures show)."""
+
+    @property
+    @abc.abstractmethod
+    def audio_channels(self) -> int | None:
+        """Channels the network takes: 1 (mono), 2 (stereo), or None (any count: channels are
+        independent items)."""
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the network takes (one STFT window: the reflect padding needs
+        more than ``n_fft / 2`` samples); shorter inputs are zero-padded by the separator."""
+        return int(self.stft_spec.n_fft)
+
+    @property
+    def segment_samples(self) -> int | None:
+        """The chunk length the network prefers for whole-track separation (e.g. the length
+        it was trained on), or None: ``eval.segment_len`` decides."""
+        return None
 
 
 def count_parameters(model: nn.Module) -> int:

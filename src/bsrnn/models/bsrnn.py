@@ -36,7 +36,7 @@ from torch import nn
 
 from bsrnn.bands import JOINT_LAYOUT, TARGETS, band_widths, group_equal_widths
 from bsrnn.errors import ConfigError
-from bsrnn.models.base import ModelConfig, ModelOutput, SeparationModel
+from bsrnn.models.base import ModelConfig, ModelOutput, SeparationModel, StftSpec
 from bsrnn.spectral import ISTFT, STFT
 
 LAYER_TYPES = ("lstm", "gru", "conv")
@@ -526,6 +526,14 @@ class BSRNN(SeparationModel):
     @property
     def n_bands(self) -> int:
         return len(self.band_widths)
+
+    @property
+    def stft_spec(self) -> StftSpec:
+        return StftSpec(n_fft=self.config.n_fft, hop_length=self.config.n_hop)
+
+    @property
+    def audio_channels(self) -> int | None:
+        return self.config.nb_channels if self.config.stereo is not None else None
 
     def forward(self, mixture: torch.Tensor) -> ModelOutput:
         if mixture.dim() != 3:
