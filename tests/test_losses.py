@@ -111,3 +111,84 @@ def test_shape_mismatch_is_an_error():
             torch.zeros(1, 1, 2, 4096),
             est_stfts=torch.zeros(1, 1, 2, 513, 9, dtype=torch.complex64),
         )
+
+
+# --------------------------------------------------------------------------------------------
+# MSST's multi-resolution STFT loss (t+mrstft)
+# --------------------------------------------------------------------------------------------
+def test_multi_resolution_stft_loss_by_hand():
+    from bsrnn.losses import MultiResolutionSTFTLoss
+
+    torch.manual_seed(0)
+    est, ref = torch.randn(2, 3, 2, 5000), torch.randn(2, 3, 2, 5000)
+    sizes, hop, min_n_fft = (1024, 256), 100, 512
+    expected = 0.0
+    for w in sizes:
+        kw = dict(n_fft=max(w, min_n_fft), hop_length=hop, win_length=w,
+                  window=torch.hann_window(w), return_complex=True)  # fmt: skip
+        diff = torch.stft(est.reshape(-1, 5000), **kw) - torch.stft(ref.reshape(-1, 5000), **kw)
+        expected += diff.abs().mean().item()
+    loss = MultiResolutionSTFTLoss(0.5, sizes, hop, False, min_n_fft=min_n_fft)
+    assert loss(est, ref).item() == pytest.approx(0.5 * expected, rel=1e-6)
+
+
+def test_t_plus_mrstft_domain_sums_its_components():
+    from bsrnn.losses import MultiResolutionSpec
+
+    torch.manual_seed(0)
+    est, ref = torch.randn(1, 2, 2, 6000), torch.randn(1, 2, 2, 6000)
+    spec = MultiResolutionSpec(weight=2.0, window_sizes=(512, 256), hop_size=147)
+    loss = SeparationLoss("L1", "t+mrstft", n_fft=1024, n_hop=256, multi_resolution=spec)
+    parts = loss.components(est, ref)
+    assert set(parts) == {"t", "mrstft"}
+    assert parts["t"].item() == pytest.approx((est - ref).abs().mean().item(), rel=1e-6)
+    assert loss(est, ref).item() == pytest.approx(sum(p.item() for p in parts.values()), rel=1e-6)
+    # a reference longer than the estimate is cut to it (MSST's Mel output may be shorter)
+    longer = torch.cat([ref, torch.randn(1, 2, 2, 50)], -1)
+    assert loss(est, longer).item() == pytest.approx(loss(est, ref).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="loss_type"):
+        SeparationLoss("MSE", "t+mrstft")
+
+
+def test_multi_resolution_spec_of_configs():
+    from bsrnn.losses import MultiResolutionSpec, multi_resolution_spec
+    from bsrnn.models.bsrnn import BSRNNConfig
+    from bsrnn.models.roformer import BSRoformerConfig
+
+    assert multi_resolution_spec(BSRNNConfig()) == MultiResolutionSpec()
+    config = BSRoformerConfig.from_mapping(
+        {
+            "dim": 8,
+            "depth": 1,
+            "multi_stft_resolution_loss_weight": 0.5,
+            "multi_stft_resolutions_window_sizes": [1024, 512],
+            "multi_stft_hop_size": 100,
+            "multi_stft_normalized": True,
+        }  # fmt: skip
+    )
+    assert multi_resolution_spec(config) == MultiResolutionSpec(0.5, (1024, 512), 100, True)
+
+
+@pytest.mark.parametrize("case", ["bs-stereo-1stem", "mel-stereo-4stems"])
+def test_msst_loss_fixtures(case):
+    from pathlib import Path
+
+    from bsrnn.losses import MultiResolutionSpec
+
+    path = Path("/work/shared/fixtures/msst-roformer") / f"{case}.io.pt"
+    if not path.is_file():
+        pytest.skip("shared MSST fixtures not available")
+    io = torch.load(path, weights_only=True)
+    loss = SeparationLoss("L1", "t+mrstft", n_fft=2048, n_hop=512,
+                          multi_resolution=MultiResolutionSpec())  # fmt: skip
+    parts = loss.components(io["output"], io["target"])
+    assert parts["t"].item() == pytest.approx(io["l1"].item(), rel=1e-5)
+    assert parts["mrstft"].item() == pytest.approx(io["mrstft"].item(), rel=1e-5)
+    assert loss(io["output"], io["target"]).item() == pytest.approx(io["loss"].item(), rel=1e-5)
+
+
+def test_t_plus_mrstft_zero_for_perfect_estimate_and_differentiable():
+    from bsrnn.losses import L1_LOSS_DOMAINS
+
+    assert "t+mrstft" in L1_LOSS_DOMAINS
+    test_zero_for_perfect_estimate_and_differentiable("L1", "t+mrstft")

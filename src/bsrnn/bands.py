@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
+
 #: The paper's layouts per target: (number of bands, bandwidth in Hz), low to high.
 BAND_LAYOUTS: dict[str, tuple[tuple[int, float], ...]] = {
     "vocals": ((10, 100), (12, 250), (8, 500), (8, 1000), (2, 2000)),
@@ -88,3 +90,78 @@ def group_equal_widths(widths: Sequence[int]) -> list[tuple[int, int]]:
         else:
             groups.append((1, w))
     return groups
+
+
+# --------------------------------------------------------------------------------------------
+# Mel band layouts (Mel-RoFormer)
+# --------------------------------------------------------------------------------------------
+def _hz_to_mel_slaney(hz: torch.Tensor) -> torch.Tensor:
+    """Slaney's mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    linear = hz / f_sp
+    log = min_log_mel + torch.log(hz.clamp(min=min_log_hz) / min_log_hz) / logstep
+    return torch.where(hz >= min_log_hz, log, linear)
+
+
+def _mel_to_hz_slaney(mel: torch.Tensor) -> torch.Tensor:
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    linear = f_sp * mel
+    log = min_log_hz * torch.exp(logstep * (mel - min_log_mel))
+    return torch.where(mel >= min_log_mel, log, linear)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    """Triangular mel filters ``[n_mels, n_fft // 2 + 1]`` (float32) from 0 Hz to Nyquist,
+    Slaney mel scale and Slaney (constant area) normalisation, computed in float64 as
+    ``librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)`` does (on the CPU,
+    whatever the default device)."""
+    n_bins = n_fft // 2 + 1
+    fft_freqs = torch.arange(n_bins, dtype=torch.float64, device="cpu") * (
+        1.0 / (n_fft * (1.0 / sample_rate))
+    )
+    # n_mels + 2 points evenly spaced in mel (numpy's linspace: start + i * step, exact end)
+    lo = _hz_to_mel_slaney(torch.tensor(0.0, dtype=torch.float64, device="cpu"))
+    hi = _hz_to_mel_slaney(torch.tensor(sample_rate / 2.0, dtype=torch.float64, device="cpu"))
+    n_points = n_mels + 2
+    mels = (
+        torch.arange(n_points, dtype=torch.float64, device="cpu") * ((hi - lo) / (n_points - 1))
+        + lo
+    )
+    mels[-1] = hi
+    mel_freqs = _mel_to_hz_slaney(mels)  # [n_mels + 2] band edges and centres in Hz
+    fdiff = mel_freqs[1:] - mel_freqs[:-1]
+    ramps = mel_freqs[:, None] - fft_freqs[None, :]  # [n_mels + 2, n_bins]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = torch.clamp(torch.minimum(lower, upper), min=0.0).float()
+    enorm = 2.0 / (mel_freqs[2:] - mel_freqs[:-2])
+    return (weights.double() * enorm[:, None]).float()
+
+
+def mel_band_membership(sample_rate: int, n_fft: int, num_bands: int) -> torch.Tensor:
+    """Which bins each Mel-RoFormer band holds: ``[num_bands, n_fft // 2 + 1]`` bool.
+
+    A bin belongs to a band where the band's mel filter is positive, with the first bin forced
+    into the first band and the last bin into the last one (as MSST does); neighbouring bands
+    overlap, so most bins belong to two bands. ValueError if a bin belongs to no band or a
+    band holds no bin.
+    """
+    fb = mel_filterbank(sample_rate, n_fft, num_bands)
+    fb[0, 0] = 1.0
+    fb[-1, -1] = 1.0
+    member = fb > 0
+    empty = (~member.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"{num_bands} mel bands at {sample_rate} Hz / n_fft {n_fft} leave band(s) "
+            f"{empty[:5]} without a bin: use fewer bands or a larger n_fft"
+        )
+    if not bool(member.any(dim=0).all()):
+        missing = (~member.any(dim=0)).nonzero().flatten().tolist()
+        raise ValueError(
+            f"{num_bands} mel bands at {sample_rate} Hz / n_fft {n_fft} leave bin(s) "
+            f"{missing[:5]} in no band: use fewer bands or a larger n_fft"
+        )
+    return member

@@ -1,0 +1,890 @@
+"""BS-RoFormer (Lu et al., 2023) and Mel-RoFormer (Wang et al., 2023), number for number the
+networks of Music-Source-Separation-Training (MSST, ``models/bs_roformer/``), whose checkpoints
+load here (:mod:`bsrnn.models.roformer_msst`).
+
+Both share one core; only the band layout and the mask merge differ:
+
+* BS-RoFormer: contiguous bands of ``freqs_per_bands`` bins; the masks of all bands, side by
+  side, cover the spectrum once.
+* Mel-RoFormer: ``num_bands`` overlapping bands from a mel filterbank (a bin belongs to one or
+  two bands); the masks of the bands holding a bin are averaged.
+
+Data flow (B = batch, C = channels (2 if ``stereo``), F = n_fft/2+1 bins, T = frames,
+K = bands, D = ``dim``, S = stems, H = heads, d = ``dim_head``):
+
+    mixture [B, C, samples]
+      -> STFT, channels folded into the bins        [B, T, F*C*2] (bin, channel, re/im)
+      -> band split: per band RMSNorm + Linear      [B, T, K, D]
+      -> ``depth`` blocks, each: [linear attention over all T*K tokens] (optional),
+         a transformer over frames (per band)       [B*K, T, D]
+         a transformer over bands (per frame)       [B*T, K, D]
+      -> final RMSNorm (BS; Mel normalises each transformer's output instead)
+      -> per stem, per band: MLP (Tanh) + GLU       complex masks [B, S, T, F, C]
+         (Mel: masks of overlapping bands summed and divided by the bands per bin)
+      -> mask * mixture STFT, DC bin zeroed (``zero_dc``) -> iSTFT
+      -> waveforms [B, S, C, samples]
+
+Every transformer layer is pre-norm attention (RMSNorm, one projection to q, k, v, rotary
+position embedding on q and k, softmax attention, a sigmoid gate per head) then a feed-forward
+layer (RMSNorm, Linear 4x, GELU, Linear), each with a residual.
+
+Bands of equal width share stacked weights, so the band split and the mask heads run as a few
+batched matmuls (one per distinct width) instead of a loop over 60 bands;
+``benchmarks/roformer_per_band_baseline.py`` is the plain per-band computation and
+``tests/test_roformer.py`` checks the two agree and match MSST's stored outputs. The
+transformers keep MSST's parameter names (``layers.i.j.layers.k.0.to_qkv.weight``, ...), the
+stacked band weights have their own (the reader maps MSST's per-band keys onto them).
+
+Only torch is needed here (no einops, librosa or rotary-embedding-torch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from bsrnn.bands import mel_band_membership
+from bsrnn.errors import ConfigError
+from bsrnn.models.base import ModelConfig, ModelOutput, SeparationModel, StftSpec
+
+#: MSST's default BS-RoFormer layout: 62 bands of 2..129 bins at n_fft 2048 (1025 bins).
+DEFAULT_FREQS_PER_BANDS: tuple[int, ...] = (
+    (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
+)
+
+#: The only window MSST's checkpoints use (``stft_window_fn`` / ``multi_stft_window_fn``).
+WINDOW_FUNCTIONS = ("hann", "hann_window", "torch.hann_window")
+
+#: Scale of MSST's linear attention (``LinearAttention(scale=8)``).
+LINEAR_ATTENTION_SCALE = 8.0
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RoformerConfig(ModelConfig):
+    """Options both RoFormers share, named and defaulted as MSST's constructors (``dim`` and
+    ``depth`` have no default there: they must be given).
+
+    ``targets`` names the stems in output order; ``num_stems`` (null: ``len(targets)``) must
+    equal their number. ``flash_attn`` is accepted and ignored (attention always runs through
+    ``F.scaled_dot_product_attention``). ``use_torch_checkpoint`` recomputes the band split,
+    each transformer and each mask head in the backward pass (less memory on long chunks).
+    ``segment``: the chunk length (samples) the model prefers for whole-track separation
+    (MSST's ``audio.chunk_size``), or null. ``multi_stft_*``: MSST's multi-resolution STFT
+    loss (see :func:`bsrnn.losses.multi_resolution_spec`).
+    """
+
+    dim: int | None = None
+    depth: int | None = None
+    stereo: bool = False
+    num_stems: int | None = None
+    time_transformer_depth: int = 2
+    freq_transformer_depth: int = 2
+    linear_transformer_depth: int = 0
+    dim_head: int = 64
+    heads: int = 8
+    attn_dropout: float = 0.0
+    ff_dropout: float = 0.0
+    flash_attn: bool = True
+    dim_freqs_in: int = 1025
+    stft_n_fft: int = 2048
+    stft_hop_length: int = 512
+    stft_win_length: int = 2048
+    stft_normalized: bool = False
+    stft_window_fn: str | None = None
+    zero_dc: bool = True
+    mask_estimator_depth: int = 2
+    multi_stft_resolution_loss_weight: float = 1.0
+    multi_stft_resolutions_window_sizes: tuple[int, ...] = (4096, 2048, 1024, 512, 256)
+    multi_stft_hop_size: int = 147
+    multi_stft_normalized: bool = False
+    multi_stft_window_fn: str | None = None
+    mlp_expansion_factor: int = 4
+    use_torch_checkpoint: bool = False
+    skip_connection: bool = False
+    use_pope: bool = False
+    segment: int | None = None
+
+    #: Which MSST model this is (``bs_roformer`` / ``mel_band_roformer``).
+    msst_model_type: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        w = self.where
+        num_stems = self.num_stems
+        super().__post_init__()
+        if num_stems is not None and num_stems != len(self.targets):
+            raise ConfigError(
+                f"{w}.num_stems={num_stems} but {w}.targets={list(self.targets)} names "
+                f"{len(self.targets)} stem(s): give one name per stem (or leave num_stems out)"
+            )
+        object.__setattr__(self, "num_stems", len(self.targets))
+        for key in ("dim", "depth"):
+            if getattr(self, key) is None:
+                raise ConfigError(f"{w}.{key} is required (MSST's constructor has no default)")
+        positive = (
+            "dim",
+            "depth",
+            "dim_head",
+            "heads",
+            "stft_n_fft",
+            "stft_hop_length",
+            "stft_win_length",
+            "multi_stft_hop_size",
+            "mlp_expansion_factor",
+        )
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected >= 1")
+        for key in (
+            "time_transformer_depth",
+            "freq_transformer_depth",
+            "linear_transformer_depth",
+            "mask_estimator_depth",
+        ):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected >= 0")
+        if self.dim_head % 2:
+            raise ConfigError(
+                f"invalid {w}.dim_head={self.dim_head}: expected an even number (rotary "
+                "embeddings rotate pairs of features)"
+            )
+        for key in ("attn_dropout", "ff_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected 0 <= p < 1")
+        if self.stft_win_length > self.stft_n_fft:
+            raise ConfigError(
+                f"{w}.stft_win_length={self.stft_win_length} is longer than "
+                f"{w}.stft_n_fft={self.stft_n_fft}"
+            )
+        bins = self.stft_n_fft // 2 + 1
+        if self.dim_freqs_in != bins:
+            raise ConfigError(
+                f"{w}.dim_freqs_in={self.dim_freqs_in} disagrees with {w}.stft_n_fft="
+                f"{self.stft_n_fft} ({bins} bins): set dim_freqs_in to {bins}"
+            )
+        for key in ("stft_window_fn", "multi_stft_window_fn"):
+            value = getattr(self, key)
+            if value is not None and value not in WINDOW_FUNCTIONS:
+                raise ConfigError(
+                    f"unsupported {w}.{key}={value!r}: expected null or 'hann' (a Hann window, "
+                    "the only one MSST's checkpoints use)"
+                )
+        if self.use_pope:
+            raise ConfigError(
+                f"unsupported {w}.use_pope=true: PoPE position embeddings are not implemented "
+                "(rotary embeddings only)"
+            )
+        sizes = self.multi_stft_resolutions_window_sizes
+        if isinstance(sizes, int) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
+        ):
+            raise ConfigError(
+                f"invalid {w}.multi_stft_resolutions_window_sizes={sizes!r}: expected a list "
+                "of window sizes >= 1"
+            )
+        object.__setattr__(self, "multi_stft_resolutions_window_sizes", tuple(sizes))
+        if self.segment is not None and self.segment < self.stft_n_fft:
+            raise ConfigError(
+                f"invalid {w}.segment={self.segment}: expected null or at least "
+                f"stft_n_fft={self.stft_n_fft} samples"
+            )
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.stereo else 1
+
+    @property
+    def n_bins(self) -> int:
+        return self.stft_n_fft // 2 + 1
+
+    def band_bins(self) -> list[list[int]]:
+        """The bins of every band, low to high (overlapping for Mel)."""
+        raise NotImplementedError
+
+    def mask_layers(self) -> int:
+        """Linear layers of each band's mask MLP (MSST's BS and Mel files count differently)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class BSRoformerConfig(RoformerConfig):
+    """BS-RoFormer: ``freqs_per_bands`` (bins per band, low to high, summing to
+    ``stft_n_fft / 2 + 1``); the mask MLP has ``mask_estimator_depth`` linear layers."""
+
+    freqs_per_bands: tuple[int, ...] = DEFAULT_FREQS_PER_BANDS
+
+    msst_model_type: ClassVar[str] = "bs_roformer"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        w, bands = self.where, self.freqs_per_bands
+        if isinstance(bands, int) or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in bands
+        ):
+            raise ConfigError(
+                f"invalid {w}.freqs_per_bands={bands!r}: expected a list of bin counts >= 1"
+            )
+        bands = tuple(bands)
+        object.__setattr__(self, "freqs_per_bands", bands)
+        if len(bands) < 2 or sum(bands) != self.n_bins:
+            raise ConfigError(
+                f"invalid {w}.freqs_per_bands: {len(bands)} band(s) covering {sum(bands)} bins, "
+                f"but stft_n_fft={self.stft_n_fft} gives {self.n_bins} bins (expected at least "
+                "2 bands summing to that)"
+            )
+
+    def band_bins(self) -> list[list[int]]:
+        edges = [0]
+        for width in self.freqs_per_bands:
+            edges.append(edges[-1] + width)
+        return [list(range(a, b)) for a, b in zip(edges[:-1], edges[1:])]
+
+    def mask_layers(self) -> int:
+        return max(self.mask_estimator_depth, 1)
+
+
+@dataclass(frozen=True)
+class MelRoformerConfig(RoformerConfig):
+    """Mel-RoFormer: ``num_bands`` overlapping mel bands (Slaney scale at ``sample_rate``);
+    the mask MLP has ``mask_estimator_depth + 1`` linear layers; ``match_input_audio_length``
+    (MSST's default false) makes the iSTFT return exactly the input's length, else it returns
+    ``(frames - 1) * stft_hop_length`` samples (the input's length when that is a multiple of
+    the hop). Defaults differ from BS-RoFormer's as in MSST (dropout 0.1, mask depth 1)."""
+
+    attn_dropout: float = 0.1
+    ff_dropout: float = 0.1
+    mask_estimator_depth: int = 1
+    num_bands: int = 60
+    match_input_audio_length: bool = False
+
+    msst_model_type: ClassVar[str] = "mel_band_roformer"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_bands < 2:
+            raise ConfigError(f"invalid {self.where}.num_bands={self.num_bands}: expected >= 2")
+        try:
+            self.membership()
+        except ValueError as err:
+            raise ConfigError(f"invalid {self.where}.num_bands={self.num_bands}: {err}") from None
+
+    def membership(self) -> torch.Tensor:
+        """``[num_bands, bins]`` bool: which bins each band holds."""
+        return mel_band_membership(self.sample_rate, self.stft_n_fft, self.num_bands)
+
+    def band_bins(self) -> list[list[int]]:
+        return [row.nonzero().flatten().tolist() for row in self.membership()]
+
+    def mask_layers(self) -> int:
+        return self.mask_estimator_depth + 1
+
+
+# --------------------------------------------------------------------------------------------
+# Presets: MSST's MUSDB18 configs (``model:`` sections) and tiny CPU versions
+# --------------------------------------------------------------------------------------------
+_MSST_LOSS = {
+    "multi_stft_resolution_loss_weight": 1.0,
+    "multi_stft_resolutions_window_sizes": [4096, 2048, 1024, 512, 256],
+    "multi_stft_hop_size": 147,
+    "multi_stft_normalized": False,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # configs/config_musdb18_bs_roformer.yaml (MSST 333c089): model section, target vocals
+    "bs-roformer": {
+        "arch": "bs_roformer",
+        "targets": ["vocals"],
+        "sample_rate": 44100,
+        "segment": 131584,
+        "dim": 192,
+        "depth": 6,
+        "stereo": True,
+        "num_stems": 1,
+        "time_transformer_depth": 1,
+        "freq_transformer_depth": 1,
+        "linear_transformer_depth": 0,
+        "freqs_per_bands": list(DEFAULT_FREQS_PER_BANDS),
+        "dim_head": 64,
+        "heads": 8,
+        "attn_dropout": 0.1,
+        "ff_dropout": 0.1,
+        "flash_attn": True,
+        "dim_freqs_in": 1025,
+        "stft_n_fft": 2048,
+        "stft_hop_length": 512,
+        "stft_win_length": 2048,
+        "stft_normalized": False,
+        "mask_estimator_depth": 2,
+        **_MSST_LOSS,
+        "mlp_expansion_factor": 4,
+        "use_torch_checkpoint": False,
+        "skip_connection": False,
+    },
+    # configs/config_musdb18_mel_band_roformer_all_stems.yaml (MSST 333c089)
+    "mel-roformer": {
+        "arch": "mel_band_roformer",
+        "targets": ["drums", "bass", "other", "vocals"],
+        "sample_rate": 44100,
+        "segment": 352800,
+        "dim": 384,
+        "depth": 6,
+        "stereo": True,
+        "num_stems": 4,
+        "time_transformer_depth": 1,
+        "freq_transformer_depth": 1,
+        "linear_transformer_depth": 0,
+        "num_bands": 60,
+        "dim_head": 64,
+        "heads": 8,
+        "attn_dropout": 0.0,
+        "ff_dropout": 0.0,
+        "flash_attn": True,
+        "dim_freqs_in": 1025,
+        "stft_n_fft": 2048,
+        "stft_hop_length": 441,
+        "stft_win_length": 2048,
+        "stft_normalized": False,
+        "mask_estimator_depth": 2,
+        **_MSST_LOSS,
+        "mlp_expansion_factor": 4,
+        "use_torch_checkpoint": False,
+        "skip_connection": False,
+    },
+    # tiny CPU versions: same layouts, dim 32, one block, 2 heads of 16
+    "bs-roformer-tiny": {
+        "arch": "bs_roformer",
+        "targets": ["vocals"],
+        "sample_rate": 44100,
+        "segment": 132300,
+        "dim": 32,
+        "depth": 1,
+        "stereo": True,
+        "time_transformer_depth": 1,
+        "freq_transformer_depth": 1,
+        "freqs_per_bands": list(DEFAULT_FREQS_PER_BANDS),
+        "dim_head": 16,
+        "heads": 2,
+        "attn_dropout": 0.0,
+        "ff_dropout": 0.0,
+        "stft_hop_length": 512,
+        "mask_estimator_depth": 2,
+        "mlp_expansion_factor": 1,
+    },
+    "mel-roformer-tiny": {
+        "arch": "mel_band_roformer",
+        "targets": ["drums", "bass", "other", "vocals"],
+        "sample_rate": 44100,
+        "segment": 132300,
+        "dim": 32,
+        "depth": 1,
+        "stereo": True,
+        "time_transformer_depth": 1,
+        "freq_transformer_depth": 1,
+        "num_bands": 60,
+        "dim_head": 16,
+        "heads": 2,
+        "attn_dropout": 0.0,
+        "ff_dropout": 0.0,
+        "stft_hop_length": 441,
+        "mask_estimator_depth": 1,
+        "mlp_expansion_factor": 1,
+        "match_input_audio_length": True,  # any input length in, the same length out
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Small pieces
+# --------------------------------------------------------------------------------------------
+def _uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:
+    """PyTorch's default init for Linear weights and biases: U(-1/sqrt(fan_in), +)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        return t.uniform_(-bound, bound)
+
+
+def _maybe_checkpoint(enabled: bool, fn: Callable, *args: torch.Tensor) -> torch.Tensor:
+    """``fn(*args)``, recomputed in the backward pass when ``enabled`` and grads are on."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+class RMSNorm(nn.Module):
+    """``normalize(x, dim=-1) * sqrt(dim) * gamma``. ``[..., dim] -> [..., dim]``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1) * (self.gamma * self.scale)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding as rotary-embedding-torch (theta 10000, interleaved pairs):
+    feature pair ``(2i, 2i+1)`` at position ``p`` is rotated by ``p * freqs[i]``.
+
+    ``freqs`` is a persistent buffer (MSST stores it once per attention layer: the time
+    transformers share one module, the frequency transformers another). Positions are exact
+    float32 integers.
+    """
+
+    def __init__(self, dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
+        self.register_buffer("freqs", freqs)
+
+    def cos_sin(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos`` and signed ``sin`` ``[n, dim]`` (float32) for positions ``0..n-1``; the
+        sign makes ``x * cos + swap_pairs(x) * sin`` equal ``x * cos + rotate_half(x) * sin``."""
+        freqs = self.freqs.float()
+        angles = torch.arange(n, device=device, dtype=torch.float32)[:, None] * freqs
+        angles = angles.repeat_interleave(2, dim=-1)  # [n, dim]
+        sin = angles.sin().view(n, -1, 2) * torch.tensor([-1.0, 1.0], device=device)
+        return angles.cos(), sin.view(n, -1)
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """``[..., n, dim]`` rotated (in float32 at least, returned in ``x``'s dtype)."""
+        swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x2) -> (x2, x1)
+        return (x * cos + swapped * sin).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Transformers (MSST's parameter names)
+# --------------------------------------------------------------------------------------------
+class FeedForward(nn.Sequential):
+    """RMSNorm -> Linear(dim, 4 dim) -> GELU -> Linear(4 dim, dim) (dropout after both).
+    ``[..., dim] -> [..., dim]``."""
+
+    def __init__(self, dim: int, dropout: float, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            RMSNorm(dim),
+            nn.Linear(dim, dim * mult),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim * mult, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Gated multi-head self-attention with rotary positions. ``[N, L, dim] -> [N, L, dim]``
+    (N sequences of L tokens).
+
+    RMSNorm -> ``to_qkv`` (no bias) and ``to_gates`` (one gate per head) in one matmul ->
+    rotary embedding on q and k -> SDPA -> ``* sigmoid(gate)`` -> ``to_out`` (no bias).
+    """
+
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, dropout: float, rotary_embed: RotaryEmbedding
+    ) -> None:
+        super().__init__()
+        self.heads, self.dim_head, self.dropout = heads, dim_head, dropout
+        inner = heads * dim_head
+        self.rotary_embed = rotary_embed
+        self.norm = RMSNorm(dim)
+        self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
+        self.to_gates = nn.Linear(dim, heads)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim, bias=False), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, _ = x.shape
+        h, d = self.heads, self.dim_head
+        x = self.norm(x)
+        weight = torch.cat((self.to_qkv.weight, self.to_gates.weight))
+        bias = F.pad(self.to_gates.bias, (3 * h * d, 0))
+        qkvg = F.linear(x, weight, bias)  # [N, L, 3*h*d + h]
+        qkv = qkvg[..., : 3 * h * d].unflatten(-1, (3, h, d)).permute(2, 0, 3, 1, 4)
+        cos, sin = self.rotary_embed.cos_sin(length, x.device)
+        qk = RotaryEmbedding.rotate(qkv[:2], cos, sin)  # [2, N, h, L, d]
+        out = F.scaled_dot_product_attention(
+            qk[0], qk[1], qkv[2], dropout_p=self.dropout if self.training else 0.0
+        )  # [N, h, L, d]
+        gates = qkvg[..., 3 * h * d :].sigmoid()  # [N, L, h]
+        out = out.transpose(1, 2) * gates.unsqueeze(-1)  # [N, L, h, d]
+        return self.to_out(out.reshape(n, length, h * d))
+
+
+class LinearAttention(nn.Module):
+    """MSST's linear attention (XCiT's cross-covariance attention): per head, attention
+    between the ``dim_head`` features over all tokens, with l2-normalised q and k, a learned
+    temperature and scale 8. ``[N, L, dim] -> [N, L, dim]``."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dim_head, self.dropout = heads, dim_head, dropout
+        inner = heads * dim_head
+        self.norm = RMSNorm(dim)
+        self.to_qkv = nn.Sequential(nn.Linear(dim, inner * 3, bias=False))
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        # index 1 as in MSST, whose index 0 is a rearrange
+        self.to_out = nn.Sequential(nn.Identity(), nn.Linear(inner, dim, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, _ = x.shape
+        h, d = self.heads, self.dim_head
+        qkv = self.to_qkv(self.norm(x)).view(n, length, 3, h, d).permute(2, 0, 3, 4, 1)
+        q, k, v = qkv.unbind(0)  # each [N, h, d, L]
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        q = q * self.temperature.exp()
+        q = q * (LINEAR_ATTENTION_SCALE / length**-0.5)  # SDPA scales by length ** -0.5
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0
+        )  # [N, h, d, L]
+        return self.to_out[1](out.permute(0, 3, 1, 2).reshape(n, length, h * d))
+
+
+class Transformer(nn.Module):
+    """``depth`` x (attention + residual, feed-forward + residual), then an output RMSNorm
+    (Mel) or none (BS). ``[N, L, dim] -> [N, L, dim]``."""
+
+    def __init__(
+        self,
+        config: RoformerConfig,
+        depth: int,
+        rotary_embed: RotaryEmbedding | None,
+        norm_output: bool,
+    ) -> None:
+        super().__init__()
+        c = config
+        assert c.dim is not None
+        self.layers = nn.ModuleList()
+        for _ in range(depth):
+            if rotary_embed is None:
+                attn: nn.Module = LinearAttention(c.dim, c.heads, c.dim_head, c.attn_dropout)
+            else:
+                attn = Attention(c.dim, c.heads, c.dim_head, c.attn_dropout, rotary_embed)
+            self.layers.append(nn.ModuleList([attn, FeedForward(c.dim, c.ff_dropout)]))
+        self.norm = RMSNorm(c.dim) if norm_output else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for attn, ff in self.layers:
+            x = attn(x) + x
+            x = ff(x) + x
+        return self.norm(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Band layout: bands grouped by width
+# --------------------------------------------------------------------------------------------
+def _index(values: list[int]) -> torch.Tensor:
+    """An index buffer, on the CPU whatever the default device (a model built on ``meta``)."""
+    return torch.tensor(values, dtype=torch.long, device="cpu")
+
+
+class BandGroups(nn.Module):
+    """Bands of equal width gathered together.
+
+    A band's input is its bins' values in the STFT layout ``(bin, channel, re/im)``: ``size =
+    bins * C * 2`` columns of the ``[B, T, F*C*2]`` spectrogram. ``groups[g] = (bands,
+    size)``: the band indices (ascending) of every band of that size, groups ordered by their
+    first band. Per group, ``cols_g`` (buffer ``[count * size]``) are the columns of its bands,
+    band after band; ``all_cols`` all groups' columns; ``flat`` the bands group after group
+    and ``order`` its inverse (``in_order``: whether both are the identity).
+    """
+
+    def __init__(self, band_bins: Sequence[Sequence[int]], channels: int) -> None:
+        super().__init__()
+        by_size: dict[int, list[int]] = {}
+        for band, bins in enumerate(band_bins):
+            by_size.setdefault(len(bins) * channels * 2, []).append(band)
+        self.groups = sorted(
+            ((bands, size) for size, bands in by_size.items()), key=lambda g: g[0][0]
+        )
+        self.n_bands = len(band_bins)
+        self.slices: list[tuple[int, int] | None] = []
+        all_cols: list[int] = []
+        for g, (bands, _) in enumerate(self.groups):
+            cols = [
+                (f * channels + s) * 2 + c
+                for band in bands
+                for f in band_bins[band]
+                for s in range(channels)
+                for c in range(2)
+            ]
+            all_cols += cols
+            self.register_buffer(f"cols_{g}", _index(cols), persistent=False)
+            contiguous = cols == list(range(cols[0], cols[0] + len(cols)))
+            self.slices.append((cols[0], cols[0] + len(cols)) if contiguous else None)
+        self.register_buffer("all_cols", _index(all_cols), persistent=False)
+        flat = [band for bands, _ in self.groups for band in bands]
+        self.register_buffer("flat", _index(flat), persistent=False)
+        order = sorted(range(len(flat)), key=flat.__getitem__)
+        self.register_buffer("order", _index(order), persistent=False)
+        self.in_order = flat == list(range(self.n_bands))
+        self.disjoint = sum(len(b) for b in band_bins) == len({f for b in band_bins for f in b})
+
+    def gather(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        """Group ``g``'s columns of ``x [..., F*C*2]`` -> ``[..., count * size]``."""
+        span = self.slices[g]
+        if span is not None:
+            return x[..., span[0] : span[1]]
+        return x.index_select(-1, getattr(self, f"cols_{g}"))
+
+    def to_band_order(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """Bands concatenated group after group (along ``dim``) -> band order."""
+        return x if self.in_order else x.index_select(dim, self.order)
+
+    def to_group_order(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """Bands in band order (along ``dim``) -> group after group."""
+        return x if self.in_order else x.index_select(dim, self.flat)
+
+
+# --------------------------------------------------------------------------------------------
+# Band split
+# --------------------------------------------------------------------------------------------
+class BandSplitGroup(nn.Module):
+    """``count`` bands of ``size`` inputs: RMSNorm(size) then Linear(size, dim) each.
+    ``[B*T, count * size] -> [count, B*T, dim]``."""
+
+    def __init__(self, count: int, size: int, dim: int) -> None:
+        super().__init__()
+        self.count, self.size, self.scale = count, size, size**0.5
+        self.gamma = nn.Parameter(torch.ones(count, size))
+        self.linear = StackedLinear(count, size, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(-1, self.count, self.size)
+        x = F.normalize(x, dim=-1) * (self.gamma * self.scale)
+        return self.linear(x.transpose(0, 1))
+
+
+class BandSplit(nn.Module):
+    """``[B, T, F*C*2] -> [B, T, K, dim]``."""
+
+    def __init__(self, bands: BandGroups, dim: int) -> None:
+        super().__init__()
+        self.bands = bands
+        self.groups = nn.ModuleList(
+            BandSplitGroup(len(idx), size, dim) for idx, size in bands.groups
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        x = x.reshape(b * t, -1)
+        out = torch.cat([g(self.bands.gather(x, i)) for i, g in enumerate(self.groups)])
+        out = self.bands.to_band_order(out, 0)  # [K, B*T, dim]
+        return out.transpose(0, 1).reshape(b, t, self.bands.n_bands, -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Mask estimators
+# --------------------------------------------------------------------------------------------
+class StackedLinear(nn.Module):
+    """``count`` Linear(size_in, size_out) layers applied to ``count`` inputs at once.
+    ``[count, N, size_in] -> [count, N, size_out]``."""
+
+    def __init__(self, count: int, size_in: int, size_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(_uniform_(torch.empty(count, size_out, size_in), size_in))
+        self.bias = nn.Parameter(_uniform_(torch.empty(count, 1, size_out), size_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight.transpose(1, 2))
+
+
+class MaskEstimator(nn.Module):
+    """One stem's masks: per band an MLP (``layers`` linear layers, Tanh between, hidden
+    ``dim * mlp_expansion_factor``) to ``2 * size`` values, then GLU -> ``size`` mask values.
+
+    Every layer but the last has one shape for all bands (``hidden``: stacked over the K
+    bands); the last is stacked per band group (``out``).
+    ``[K, B*T, dim] -> [B*T, sum of sizes]``, bands group after group (see
+    :class:`BandGroups`).
+    """
+
+    def __init__(self, bands: BandGroups, dim: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.bands = bands
+        dims = [dim] + [hidden] * (layers - 1)
+        self.hidden = nn.ModuleList(
+            StackedLinear(bands.n_bands, dims[i], dims[i + 1]) for i in range(layers - 1)
+        )
+        self.out = nn.ModuleList(
+            StackedLinear(len(idx), dims[-1], 2 * size) for idx, size in bands.groups
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = layer(x).tanh()
+        x = self.bands.to_group_order(x, 0)
+        outs = []
+        for layer, part in zip(self.out, x.split([len(i) for i, _ in self.bands.groups])):
+            y = F.glu(layer(part), dim=-1)  # [count, B*T, size]
+            outs.append(y.transpose(0, 1).reshape(y.shape[1], -1))
+        return torch.cat(outs, -1)
+
+
+# --------------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------------
+class Roformer(SeparationModel):
+    """The core both RoFormers share. ``forward(mixture [B, C, samples]) -> ModelOutput``
+    with ``waveforms [B, S, C, samples']`` (``samples' = samples`` except for Mel without
+    ``match_input_audio_length``, see :class:`MelRoformerConfig`)."""
+
+    config: RoformerConfig
+
+    def __init__(self, config: RoformerConfig, mel: bool) -> None:
+        super().__init__(config)
+        c = config
+        assert c.dim is not None and c.depth is not None
+        self.mel = mel
+        time_rotary, freq_rotary = RotaryEmbedding(c.dim_head), RotaryEmbedding(c.dim_head)
+        self.layers = nn.ModuleList()
+        for _ in range(c.depth):
+            block = []
+            if c.linear_transformer_depth > 0:
+                block.append(Transformer(c, c.linear_transformer_depth, None, mel))
+            block.append(Transformer(c, c.time_transformer_depth, time_rotary, mel))
+            block.append(Transformer(c, c.freq_transformer_depth, freq_rotary, mel))
+            self.layers.append(nn.ModuleList(block))
+        self.final_norm = None if mel else RMSNorm(c.dim)
+        band_bins = c.band_bins()
+        groups = BandGroups(band_bins, c.channels)
+        self.band_split = BandSplit(groups, c.dim)
+        self.mask_estimators = nn.ModuleList(
+            MaskEstimator(groups, c.dim, c.dim * c.mlp_expansion_factor, c.mask_layers())
+            for _ in range(c.num_stems or 1)
+        )
+        self.band_groups = groups
+        self.n_cols = c.n_bins * c.channels * 2
+        if not groups.disjoint:  # Mel: each mask value is divided by the bands holding its bin
+            bands_per_bin = torch.zeros(c.n_bins)
+            for bins in band_bins:
+                bands_per_bin[bins] += 1
+            per_col = bands_per_bin.repeat_interleave(2 * c.channels).clamp(min=1e-8)
+            self.register_buffer("bands_per_col", per_col, persistent=False)
+        self.register_buffer("window", torch.hann_window(c.stft_win_length), persistent=False)
+
+    # -- interface -------------------------------------------------------------------------
+    @property
+    def stft_spec(self) -> StftSpec:
+        c = self.config
+        return StftSpec(c.stft_n_fft, c.stft_hop_length, c.stft_win_length, c.stft_normalized)
+
+    @property
+    def audio_channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def segment_samples(self) -> int | None:
+        return self.config.segment
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _stft_kwargs(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "n_fft": c.stft_n_fft,
+            "hop_length": c.stft_hop_length,
+            "win_length": c.stft_win_length,
+            "window": self.window,
+            "normalized": c.stft_normalized,
+        }
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """``depth`` blocks of axial attention. ``[B, T, K, D] -> [B, T, K, D]``."""
+        b, t, k, d = x.shape
+        ckpt = self.config.use_torch_checkpoint
+        store: list[torch.Tensor] = []
+        for block in self.layers:
+            if len(block) == 3:
+                x = _maybe_checkpoint(ckpt, block[0], x.reshape(b, t * k, d)).view(b, t, k, d)
+            time_tf, freq_tf = block[-2], block[-1]
+            if self.config.skip_connection:
+                for earlier in store:
+                    x = x + earlier
+            x = x.transpose(1, 2).reshape(b * k, t, d)  # sequences of frames
+            x = _maybe_checkpoint(ckpt, time_tf, x)
+            x = x.view(b, k, t, d).transpose(1, 2).reshape(b * t, k, d)  # sequences of bands
+            x = _maybe_checkpoint(ckpt, freq_tf, x).view(b, t, k, d)
+            if self.config.skip_connection:
+                store.append(x)
+        return x
+
+    def _masks(self, x: torch.Tensor) -> torch.Tensor:
+        """Real/imag masks in the spectrogram's layout. ``[B, T, K, D] -> [B, S, T, F*C*2]``."""
+        b, t, k, d = x.shape
+        groups, ckpt = self.band_groups, self.config.use_torch_checkpoint
+        x = x.reshape(b * t, k, d).transpose(0, 1).contiguous()  # [K, B*T, D]
+        masks = []
+        for estimator in self.mask_estimators:
+            mask = _maybe_checkpoint(ckpt, estimator, x)  # [B*T, sum of sizes], group order
+            if not (groups.in_order and groups.disjoint):  # Mel: sum overlapping bands' masks
+                mask = x.new_zeros(b * t, self.n_cols).index_add_(1, groups.all_cols, mask)
+            if not groups.disjoint:  # ... and divide by the bands per bin
+                mask = mask / self.bands_per_col
+            masks.append(mask.view(b, t, -1))
+        return torch.stack(masks, 1)
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, mixture: torch.Tensor) -> ModelOutput:
+        c = self.config
+        if mixture.dim() != 3 or mixture.shape[1] != c.channels:
+            raise ValueError(
+                f"expected a mixture [batch, {c.channels}, samples] (stereo={c.stereo}), got "
+                f"{tuple(mixture.shape)}"
+            )
+        batch, channels, n_samples = mixture.shape
+        kwargs = self._stft_kwargs()
+        spec = torch.stft(
+            mixture.reshape(batch * channels, n_samples), **kwargs, return_complex=True
+        )
+        n_bins, frames = spec.shape[-2:]
+        spec_ri = torch.view_as_real(spec).view(batch, channels, n_bins, frames, 2)
+        spec_x = spec_ri.permute(0, 3, 2, 1, 4).reshape(batch, frames, -1)  # [B, T, F*C*2]
+
+        x = _maybe_checkpoint(c.use_torch_checkpoint, self.band_split, spec_x)  # [B, T, K, D]
+        x = self._blocks(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        masks = self._masks(x).float()  # [B, S, T, F*C*2]
+
+        stems = masks.shape[1]
+        masks = torch.view_as_complex(masks.view(batch, stems, frames, n_bins, channels, 2))
+        mix = torch.view_as_complex(spec_x.view(batch, frames, n_bins, channels, 2))[:, None]
+        est = (mix * masks).permute(0, 1, 4, 3, 2)  # [B, S, C, F, T]
+        if c.zero_dc:
+            est = est.index_fill(3, torch.zeros(1, dtype=torch.long, device=est.device), 0)
+        length = n_samples if (not self.mel or c.match_input_audio_length) else None
+        wave = torch.istft(est.reshape(-1, n_bins, frames), **kwargs, length=length)
+        return ModelOutput(waveforms=wave.view(batch, stems, channels, -1), stfts=None)
+
+
+class BSRoformer(Roformer):
+    """BS-RoFormer (MSST's ``bs_roformer``): contiguous bands, a final RMSNorm."""
+
+    config: BSRoformerConfig
+
+    def __init__(self, config: BSRoformerConfig) -> None:
+        if not isinstance(config, BSRoformerConfig):
+            raise TypeError(f"expected a BSRoformerConfig, got {type(config).__name__}")
+        super().__init__(config, mel=False)
+
+
+class MelRoformer(Roformer):
+    """Mel-RoFormer (MSST's ``mel_band_roformer``): overlapping mel bands whose masks are
+    averaged, an output RMSNorm in every transformer."""
+
+    config: MelRoformerConfig
+
+    def __init__(self, config: MelRoformerConfig) -> None:
+        if not isinstance(config, MelRoformerConfig):
+            raise TypeError(f"expected a MelRoformerConfig, got {type(config).__name__}")
+        super().__init__(config, mel=True)
