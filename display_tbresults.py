@@ -27,9 +27,11 @@ import hydra
 import yaml
 from omegaconf import DictConfig
 
-from bsrnn.callbacks import MONITORS, flatten, monitor_spec
+from bsrnn.callbacks import flatten
 from bsrnn.cli import register_schemas, run_entry
 from bsrnn.errors import ConfigError
+from bsrnn.results import render_table
+from bsrnn.settings import MONITORS
 
 log = logging.getLogger("display_tbresults")
 register_schemas()
@@ -123,8 +125,8 @@ def variant_table(
     """``(header, rows)``: run, differing hyperparameters, monitor, epoch, val uSDR, val loss.
 
     Rows are sorted by run name (model-target) and then by validation uSDR (best first)."""
-    if monitor is not None:
-        monitor_spec(monitor)
+    if monitor is not None and monitor not in MONITORS:
+        raise ConfigError(f"invalid monitor={monitor!r}: expected one of {', '.join(MONITORS)}")
     varying = _varying_keys(runs)
     header = ["run", *varying, "monitor", "epoch", "val_usdr", "val_loss"]
     rows = []
@@ -188,12 +190,8 @@ def write_csv(path: str | os.PathLike, header: list[str], rows: list[list[Any]])
 
 
 def format_table(header: list[str], rows: list[list[Any]]) -> str:
-    """Aligned plain-text table."""
-    cells = [header] + [[_cell(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """Aligned plain-text table of the runs."""
+    return render_table(header, [[_cell(c) for c in row] for row in rows])
 
 
 @hydra.main(config_path="conf", config_name="config", version_base=None)

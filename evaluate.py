@@ -5,9 +5,11 @@
     python evaluate.py eval.baseline=mixture    # the "mixture as estimate" baseline
     python evaluate.py dset=toy src_mod=bsrnn-tiny
     python evaluate.py src_mod=simo-bsrnn        # the four stems of one multi-target model
+    python evaluate.py model_dir=models/bs-roformer   # a folder of self-describing checkpoints
 
-Checkpoints: <out_dir>/<src_mod.name>/<target>.ckpt (separator.ckpt for a multi-target preset).
-Results: <out_dir>/<model>/test_results_<type>.csv (per track, resumable) and
+Checkpoints: <out_dir>/<src_mod.name>/<target>.ckpt (separator.ckpt for a multi-target preset),
+or every checkpoint in ``model_dir`` (no preset needed: they name their architecture, options
+and targets). Results: <out_dir>/<model>/test_results_<type>.csv (per track, resumable) and
 <out_dir>/test_results_<type>.csv (summary).
 """
 
@@ -18,30 +20,30 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import plain, register_schemas, run_entry
+from bsrnn.cli import build_settings, register_schemas, run_entry
 
 log = logging.getLogger("evaluate")
 register_schemas()
 
 
 def run(cfg: DictConfig):
-    from bsrnn.chunking import ChunkSettings
-    from bsrnn.data import DataSettings, prepare_toy_dataset
-    from bsrnn.evaluation import EvalSettings, run_evaluation
+    from bsrnn.data import prepare_toy_dataset
+    from bsrnn.evaluation import run_evaluation
 
-    data = DataSettings.from_mapping(plain(cfg.dset))
+    settings = build_settings(cfg)
+    data = settings.data
     if data.toy is not None:  # the stand-in dataset: generated when missing
         prepare_toy_dataset(data.data_dir, data.toy, data.sample_rate, progress=True)
-    eval_cfg = plain(cfg.eval)
     return run_evaluation(
         data=data,
-        settings=EvalSettings.from_mapping(eval_cfg),
-        chunking=ChunkSettings.from_mapping(eval_cfg),
-        out_dir=str(cfg.out_dir),
-        model_name=str(cfg.src_mod.name),
-        targets=list(cfg.targets),
-        model_options=plain(cfg.src_mod),
-        seed=cfg.get("seed"),
+        settings=settings.eval,
+        chunking=settings.chunking,
+        out_dir=settings.out_dir,
+        model_name=settings.model_name,
+        targets=settings.stems(),
+        model_options=settings.preset,
+        seed=settings.seed,
+        model_dir=settings.model_dir,
     )
 
 

@@ -3,9 +3,11 @@
     python inference.py +file_path=path/to/my/file.wav +rec_dir=dir/to/record/estimates
     python inference.py +file_path=song.flac +rec_dir=out offset=30 max_len=10 targets=[vocals,bass]
     python inference.py +file_path=song.wav +rec_dir=out src_mod=simo-bsrnn eval.precision=bf16
+    python inference.py +file_path=song.wav +rec_dir=out model_dir=models/bs-roformer
 
 Writes <rec_dir>/<target>.wav at the file's sample rate, channel count and length.
-Checkpoints: <out_dir>/<src_mod.name>/<target>.ckpt (separator.ckpt for a multi-target preset).
+Checkpoints: <out_dir>/<src_mod.name>/<target>.ckpt (separator.ckpt for a multi-target preset),
+or every checkpoint in ``model_dir`` (self-describing: no preset needed).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import plain, register_schemas, run_entry
+from bsrnn.cli import build_settings, register_schemas, run_entry
 
 log = logging.getLogger("inference")
 register_schemas()
@@ -24,42 +26,40 @@ register_schemas()
 def run(cfg: DictConfig) -> dict:
     import torch
 
-    from bsrnn.chunking import ChunkSettings
     from bsrnn.errors import ConfigError
-    from bsrnn.evaluation import EvalSettings
     from bsrnn.runtime import set_num_threads
     from bsrnn.separator import Separator, file_range, separate_file
 
-    for key in ("file_path", "rec_dir"):
-        if cfg.get(key) is None:
+    settings = build_settings(cfg)
+    file_path, rec_dir = settings.extra.get("file_path"), settings.extra.get("rec_dir")
+    for key, value in (("file_path", file_path), ("rec_dir", rec_dir)):
+        if value is None:
             raise ConfigError(
                 f"missing +{key}=...: usage: python inference.py "
                 "+file_path=path/to/my/file.wav +rec_dir=dir/to/record/estimates"
             )
-    offset = float(cfg.get("offset") or 0.0)
-    max_len = None if cfg.get("max_len") is None else float(cfg.max_len)
-    file_range(str(cfg.file_path), offset, max_len)  # check the input before loading models
-    eval_cfg = plain(cfg.eval)
-    settings = EvalSettings.from_mapping(eval_cfg)
-    set_num_threads(settings.num_threads)
-    if cfg.get("seed") is not None:
-        torch.manual_seed(int(cfg.seed))
-    separator = Separator.from_dir(
-        f"{cfg.out_dir}/{cfg.src_mod.name}",
-        list(cfg.targets),
-        model_options=plain(cfg.src_mod),
-        allow_random=settings.allow_random_weights,
-        chunking=ChunkSettings.from_mapping(eval_cfg),
-        device=settings.device,
-        precision=settings.precision,
-    )
+    file_range(str(file_path), settings.offset, settings.max_len)  # check it before loading
+    ev = settings.eval
+    set_num_threads(ev.num_threads)
+    torch.manual_seed(settings.seed)
+    options = dict(chunking=settings.chunking, **ev.separator_options())
+    if settings.model_dir is not None:
+        separator = Separator.from_model_dir(settings.model_dir, settings.stems(), **options)
+    else:
+        separator = Separator.from_dir(
+            f"{settings.out_dir}/{settings.model_name}",
+            settings.stems(),
+            model_options=settings.preset,
+            allow_random=ev.allow_random_weights,
+            **options,
+        )
     written = separate_file(
         separator,
-        str(cfg.file_path),
-        str(cfg.rec_dir),
-        offset=offset,
-        max_len=max_len,
-        progress=settings.progress,
+        str(file_path),
+        str(rec_dir),
+        offset=settings.offset,
+        max_len=settings.max_len,
+        progress=ev.progress,
     )
     for target, path in written.items():
         log.info("%s -> %s", target, path)

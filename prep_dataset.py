@@ -13,16 +13,16 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import plain, register_schemas, run_entry
+from bsrnn.cli import build_settings, register_schemas, run_entry
 
 log = logging.getLogger("prep_dataset")
 register_schemas()
 
 
 def run(cfg: DictConfig) -> dict:
-    from bsrnn.data import DataSettings, prepare_dataset
+    from bsrnn.data import prepare_dataset
 
-    paths = prepare_dataset(DataSettings.from_mapping(plain(cfg.dset)), progress=True)
+    paths = prepare_dataset(build_settings(cfg).data, progress=True)
     for name, path in paths.items():
         log.info("activity index %s: %s", name, path)
     return paths

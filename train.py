@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bsrnn.cli import plain, register_schemas, run_entry
+from bsrnn.cli import build_settings, config_to_plain, register_schemas, run_entry
 
 log = logging.getLogger("train")
 register_schemas()
@@ -38,55 +38,47 @@ def _run_info() -> tuple[list[str], dict[str, Any], bool]:
     return list(hc.overrides.task), dict(choices), hc.mode == RunMode.MULTIRUN
 
 
-def _instantiate(node: Any, key: str) -> Any:
-    """``hydra.utils.instantiate`` with a ConfigError naming the config key on failure."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from bsrnn.errors import ConfigError
-
-    try:
-        return instantiate(node)
-    except InstantiationException as err:
-        raise ConfigError(f"cannot build {key}: {err}") from None
-
-
 def scaled_lr(lr: float, batch_size: int, world_size: int, accumulate: int) -> float:
     """The reference's rule: ``lr * batch_size * devices * accumulate / 16`` (devices >= 1)."""
     return float(lr) * int(batch_size) * max(1, int(world_size)) * int(accumulate) / 16.0
 
 
-def check_config(cfg: DictConfig) -> tuple[Any, Any, Any]:
-    """Fail before anything is built or run when an option is invalid (a ConfigError naming
-    the key and the valid choices); returns the typed ``(model config, DataSettings,
-    ChunkSettings)`` of the run."""
-    from bsrnn.callbacks import monitor_spec
-    from bsrnn.chunking import ChunkSettings
-    from bsrnn.data import DataSettings
-    from bsrnn.errors import ConfigError
-    from bsrnn.lit_module import VAL_LOSSES
-    from bsrnn.losses import LOSS_DOMAINS, LOSS_TYPES
-    from bsrnn.models import model_config
+def _override(value: Any) -> str:
+    """``value`` as a command-line override writes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_override(v) for v in value) + "]"
+    return str(value)
 
-    _, model = model_config(plain(cfg.src_mod))
-    data = DataSettings.from_mapping(plain(cfg.dset))
-    chunking = ChunkSettings.from_mapping(plain(cfg.eval))
-    monitor_spec(str(cfg.optim.monitor_val))
-    for key, valid in (("loss_type", LOSS_TYPES), ("loss_domain", LOSS_DOMAINS),
-                       ("val_loss", VAL_LOSSES)):  # fmt: skip
-        if cfg.optim[key] not in valid:
-            raise ConfigError(
-                f"invalid optim.{key}={cfg.optim[key]!r}: expected one of {', '.join(valid)}"
-            )
-    for key in ("max_epochs", "patience"):
-        value = cfg.optim[key]
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"invalid optim.{key}={value!r}: expected a positive integer")
-    return model, data, chunking
+
+def check_same_network(ckpt_path: Any, ours: Any, theirs: Any) -> None:
+    """A ConfigError naming only the options that differ between the network ``src_mod``
+    describes (``ours``) and the one in ``ckpt_path`` (``theirs``), with the override that
+    fixes each; options that cannot change the network are ignored."""
+    from bsrnn.errors import ConfigError
+
+    differing = ours.differences(theirs)
+    if not differing:
+        return
+    if "arch" in differing:
+        mine, other = differing["arch"]
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} holds a {other} network, src_mod describes a {mine}: "
+            "choose a preset of its architecture"
+        )
+    what = "; ".join(f"{k}: checkpoint {t!r}, src_mod {o!r}" for k, (o, t) in differing.items())
+    fix = " ".join(f"src_mod.{k}={_override(t)}" for k, (_, t) in differing.items())
+    raise ConfigError(f"ckpt_path={ckpt_path} holds another network ({what}): add {fix}")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Build everything from ``cfg`` and fit; returns the checkpoint paths and final metrics."""
+    """Build everything from ``cfg`` (every option checked first) and fit; returns the
+    checkpoint paths and final metrics."""
+    settings = build_settings(cfg)
+
     import lightning.pytorch as L
     import torch
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -102,34 +94,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from bsrnn.data import MusdbDataModule
     from bsrnn.errors import ConfigError
     from bsrnn.lit_module import SeparationLitModule
-    from bsrnn.losses import SeparationLoss
+    from bsrnn.losses import build_loss
     from bsrnn.models import build_model
     from bsrnn.paths import checkpoint_path, last_checkpoint_path, model_dir, resolve_resume_path
     from bsrnn.runtime import training_precision
 
     route_lightning_logs_to_root()
-    net_config, data, chunking = check_config(cfg)
-    L.seed_everything(int(cfg.seed), workers=True)  # before the network draws its weights
-    net = build_model(net_config)
-    monitor = str(cfg.optim.monitor_val)
-    name, targets = str(cfg.src_mod.name), list(net.targets)
-    folder = model_dir(cfg.out_dir, name, fast_tr=bool(cfg.fast_tr))
+    optim, data = settings.optim, settings.data
+    L.seed_everything(settings.seed, workers=True)  # before the network draws its weights
+    net = build_model(settings.model)
+    name, targets = settings.model_name, list(net.targets)
+    folder = model_dir(settings.out_dir, name, fast_tr=settings.fast_tr)
     best_path, last_path = checkpoint_path(folder, targets), last_checkpoint_path(folder, targets)
     run_name = f"{name}-{best_path.stem}"
-    resume = resolve_resume_path(cfg.get("ckpt_path"), last_path)
-    tb_version, resume_kind = cfg.get("tb_version"), None
+    resume = resolve_resume_path(settings.ckpt_path, last_path)
+    tb_version, resume_kind = settings.tb_version, None
     if resume is not None:
         resume_kind, previous = read_resume_info(resume)
         if tb_version is None and previous.get("name") == run_name:
             tb_version = previous.get("version")  # continue the same TensorBoard run
 
-    if resume_kind == "weights":  # e.g. a checkpoint published by the reference
+    if resume_kind == "weights":  # e.g. a published or imported checkpoint
         source = load_model(resume)
-        if source.config != net.config:
-            raise ConfigError(
-                f"ckpt_path={resume} holds a {source.config} network, but src_mod describes "
-                f"{net.config}: choose the matching preset and options"
-            )
+        check_same_network(resume, net.config, source.config)
         net.load_state_dict(source.state_dict())
         log.info(
             "initialised the network from %s (its optimizer and scheduler state is not carried "
@@ -137,37 +124,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             resume,
         )
         resume = None
-    loss = SeparationLoss(
-        loss_type=str(cfg.optim.loss_type),
-        domain=str(cfg.optim.loss_domain),
-        n_fft=net.stft_spec.n_fft,
-        n_hop=net.stft_spec.hop_length,
-    )
-    optimizer = _instantiate(cfg.optim.optimizer, "optim.optimizer")
-    scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
-    module = SeparationLitModule(
-        net,
-        loss,
-        optimizer,
-        scheduler,
-        monitor=monitor,
-        chunking=chunking,
-        val_loss=str(cfg.optim.val_loss),
-    )
-    datamodule = MusdbDataModule(data, targets=targets, fast_tr=bool(cfg.fast_tr))
+    loss = build_loss(optim.loss_type, optim.loss_domain_for(net.config.default_loss_domain), net)
+    datamodule = MusdbDataModule(data, targets=targets, fast_tr=settings.fast_tr)
 
     overrides, choices, multirun = _run_info()
-    recorder = RunRecorder(plain(cfg), overrides=overrides, choices=choices)
+    recorder = RunRecorder(config_to_plain(cfg), overrides=overrides, choices=choices)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     callbacks = build_callbacks(
         best_path=best_path,
         last_path=last_path,
-        monitor=monitor,
-        patience=int(cfg.optim.patience),
-        progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)),
+        monitor_key=optim.monitor_key,
+        monitor_mode=optim.monitor_mode,
+        patience=optim.patience,
+        progress_bar=bool(trainer_cfg.get("enable_progress_bar", True)),
         recorder=recorder,
+        warmup_steps=settings.scheduler.warmup_steps,
     )
-    logger = build_logger(cfg.tb_dir, run_name, version=tb_version)
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    logger = build_logger(settings.tb_dir, run_name, version=tb_version)
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
@@ -177,9 +150,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             **{k: v for k, v in trainer_cfg.items() if k != "_target_"},
             logger=logger,
             callbacks=callbacks,
-            overfit_batches=1 if cfg.fast_tr else 0.0,
+            overfit_batches=1 if settings.fast_tr else 0.0,
         )
-    except MisconfigurationException as err:
+    except (MisconfigurationException, TypeError, ValueError) as err:
         raise ConfigError(f"invalid trainer settings: {err}") from None
     env = getattr(trainer.strategy, "cluster_environment", None)
     if multirun and trainer.world_size > 1 and env is not None:
@@ -189,14 +162,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "would re-run the whole sweep): run one job per setting (jobs/params.txt), "
                 "use trainer.devices=1, or launch with torchrun/srun (jobs/README.md)"
             )
-    if bool(cfg.optim.get("scale_lr", False)):
-        lr = scaled_lr(
-            cfg.optim.lr, data.batch_size, trainer.world_size, cfg.optim.accumulate_grad_batches
-        )
-        module.optimizer_factory.keywords["lr"] = lr
+    lr = optim.lr
+    if optim.scale_lr:
+        lr = scaled_lr(optim.lr, data.batch_size, trainer.world_size,
+                       optim.accumulate_grad_batches)  # fmt: skip
         log.info("optim.scale_lr: lr %.3g -> %.3g (batch %d x %d devices x %d accumulated / 16)",
-                 cfg.optim.lr, lr, data.batch_size, trainer.world_size,
-                 cfg.optim.accumulate_grad_batches)  # fmt: skip
+                 optim.lr, lr, data.batch_size, trainer.world_size,
+                 optim.accumulate_grad_batches)  # fmt: skip
+    module = SeparationLitModule(
+        net,
+        loss,
+        optim.optimizer_factory(lr),
+        settings.scheduler,
+        chunking=settings.chunking,
+        val_loss=optim.val_loss,
+    )
     if trainer.is_global_zero:
         log.info("model %s: targets %s", name, ", ".join(targets))
         log.info("checkpoints: %s (best), %s (last)", best_path, last_path)
@@ -208,7 +188,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         log.info(
             "done: best %s = %s at %s",
-            module.monitor_key,
+            optim.monitor_key,
             None if best_score is None else f"{float(best_score):.4f}",
             getattr(ckpt_cb, "best_model_path", ""),
         )
@@ -219,7 +199,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "log_dir": logger.log_dir,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "lr": module.optimizer_factory.keywords.get("lr"),
+        "lr": lr,
         "precision": str(trainer.precision),
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }

@@ -25,8 +25,8 @@ import time
 import torch
 from per_band_baseline import PerBandBSRNN
 
-from bsrnn.checkpoints import convert_reference_state_dict
 from bsrnn.models import build_model, count_parameters
+from bsrnn.models.bsrnn_checkpoints import convert_reference_state_dict
 
 SR = 44100
 STEMS = ["vocals", "bass", "drums", "other"]

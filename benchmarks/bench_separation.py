@@ -147,7 +147,7 @@ def per_target_networks(
     network holding the same weights."""
     from per_band_baseline import PerBandBSRNN
 
-    from bsrnn.checkpoints import convert_reference_state_dict
+    from bsrnn.models.bsrnn_checkpoints import convert_reference_state_dict
 
     ours, baselines = [], []
     for i, target in enumerate(TARGETS):

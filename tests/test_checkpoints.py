@@ -14,11 +14,11 @@ from bsrnn.checkpoints import (
     checkpoint_format,
     load_model,
     read_checkpoint,
-    reference_config,
     save_model,
 )
 from bsrnn.losses import SeparationLoss
 from bsrnn.models import build_model, count_parameters
+from bsrnn.models.bsrnn_checkpoints import reference_config
 
 DATA = Path(__file__).parent / "data"
 TOLERANCE = 2e-6  # of the peak; the measured error is 3-8e-7 (float32 rounding)

@@ -17,9 +17,9 @@ import pytest
 import torch
 from per_band_baseline import PerBandBSRNN
 
-from bsrnn.checkpoints import convert_reference_state_dict
 from bsrnn.errors import CheckpointError
 from bsrnn.models import build_model, count_parameters
+from bsrnn.models.bsrnn_checkpoints import convert_reference_state_dict
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 NEWEST = ["vocals-opt", "bass-opt-notac", "other-naive", "simo-opt"]

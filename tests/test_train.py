@@ -251,9 +251,10 @@ def test_fast_tr_overfits_one_batch(toy_data, tmp_path):
 
 
 def test_non_finite_loss_stops_naming_the_step(toy_data, tmp_path):
-    # lr = inf turns the weights into inf/nan at the first update: step 2's loss is NaN
+    # lr = 1e30 (Adam steps by about lr) overflows the network at the first update: step 2's
+    # loss is not finite (an lr of inf is refused before the run starts)
     with pytest.raises(NonFiniteLossError, match=r"epoch 0, global step 1"):
-        run_train(small_overrides(toy_data, tmp_path) + ["optim.lr=inf", "optim.max_epochs=1"])
+        run_train(small_overrides(toy_data, tmp_path) + ["optim.lr=1e30", "optim.max_epochs=1"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,6 +269,12 @@ def test_non_finite_loss_stops_naming_the_step(toy_data, tmp_path):
         ("src_mod.time_layer=transformer", r"src_mod\.time_layer='transformer'.*lstm, gru, conv"),
         ("src_mod.band_layer=mamba", r"src_mod\.band_layer='mamba'.*lstm, gru, conv"),
         ("optim.loss_domain=freq", r"optim\.loss_domain='freq'.*t, tf, t\+tf"),
+        ("optim.lr=abc", r"^invalid optim\.lr='abc': expected a number$"),
+        ("optim.lr=-1", r"^invalid optim\.lr=-1: expected a number >= 0$"),
+        ("optim.patience=-3", r"^invalid optim\.patience=-3: expected an integer >= 1$"),
+        ("optim.optimizer._target_=nope", r"^invalid optim\.optimizer\._target_='nope'"),
+        ("scheduler.gamma=abc", r"^invalid scheduler\.gamma='abc': expected a number$"),
+        ("scheduler.interval=batch", r"^invalid scheduler\.interval='batch'"),
         ("optim.loss_type=L3", r"optim\.loss_type='L3'.*L1, MSE"),
         ("optim.monitor_val=acc", r"optim\.monitor_val='acc'.*loss, sdr"),
         ("ckpt_path=nowhere/vocals.ckpt", r"nowhere/vocals\.ckpt"),
@@ -285,13 +292,24 @@ def test_unknown_scheduler_lists_the_choices(tmp_path, toy_data):
         compose_cfg(small_overrides(toy_data, tmp_path) + ["scheduler=cosine"])
 
 
-def test_cli_error_is_one_clear_line(tmp_path):
-    proc = run_cli(["optim.loss_domain=freq", f"hydra.run.dir={tmp_path / 'hydra'}"])
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("optim.lr=abc", "invalid optim.lr='abc': expected a number"),
+        ("optim.lr=-1", "invalid optim.lr=-1: expected a number >= 0"),
+        ("optim.patience=-3", "invalid optim.patience=-3: expected an integer >= 1"),
+        ("optim.optimizer._target_=nope", "invalid optim.optimizer._target_='nope': cannot "
+         "import it (expected a class such as torch.optim.Adam)"),
+        ("scheduler.gamma=abc", "invalid scheduler.gamma='abc': expected a number"),
+    ],
+)  # fmt: skip
+def test_cli_error_is_one_clear_line(override, line, tmp_path):
+    proc = run_cli([override, "dset=toy", f"out_dir={tmp_path / 'outputs'}",
+                    f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "train.py: error: invalid optim.loss_domain='freq': expected one of t, tf, t+tf"
-    )
+    assert proc.stderr.strip().splitlines() == [f"train.py: error: {line}"]
+    assert not (tmp_path / "outputs").exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,8 +421,29 @@ def test_resume_from_a_reference_checkpoint_starts_from_its_weights(toy_data, tm
     trained, published = load_model(result["last_path"]), load_model(ref)
     for key, value in published.state_dict().items():  # lr 0: the weights stayed the reference's
         assert torch.equal(trained.state_dict()[key], value), key
-    with pytest.raises(ConfigError, match="src_mod describes"):
+    with pytest.raises(ConfigError, match="src_mod describes|holds another network"):
         run_train(small_overrides(toy_data, tmp_path) + [f"ckpt_path={ref}"])
+
+
+@pytest.mark.slow
+def test_resume_from_the_seed_version_reference_ignores_inert_options(toy_data, tmp_path):
+    """The published seed-version file has attn_enc_dim 20 (its default) against our 16: an
+    option that builds nothing without attention heads, so it does not block the resume."""
+    ref = REPO.parent / "shared" / "fixtures" / "reference-ckpt" / "vocals-lstm-lstm.ckpt"
+    base = small_overrides(toy_data, tmp_path) + [f"ckpt_path={ref}", "src_mod=bsrnn"]
+    result = run_train(
+        base + ["src_mod.feature_dim=8", "src_mod.num_repeat=2", "optim.lr=0",
+                "optim.max_epochs=1", "trainer.limit_train_batches=1",
+                "dset.eval_seq_duration=0.5"]
+    )  # fmt: skip
+    trained, published = load_model(result["last_path"]), load_model(ref)
+    for key, value in published.state_dict().items():
+        assert torch.equal(trained.state_dict()[key], value), key
+    with pytest.raises(ConfigError) as err:
+        run_train(base + ["src_mod.feature_dim=16", "src_mod.num_repeat=2"])
+    message = str(err.value)
+    assert "\n" not in message and "feature_dim: checkpoint 8, src_mod 16" in message
+    assert "src_mod.feature_dim=8" in message and "attn_enc_dim" not in message
 
 
 def test_lr_scaling_is_opt_in_and_never_zero_on_a_cpu(toy_data, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from bsrnn.callbacks import WeightsSyncCheck, build_callbacks, build_logger, monitor_spec
+from bsrnn.callbacks import WeightsSyncCheck, build_callbacks, build_logger
 from bsrnn.checkpoints import load_model, read_checkpoint
 from bsrnn.chunking import ChunkSettings, separate_in_chunks
 from bsrnn.errors import ConfigError, NonFiniteLossError
@@ -18,8 +18,9 @@ from bsrnn.figures import spectrogram_image
 from bsrnn.lit_module import SeparationLitModule
 from bsrnn.losses import SeparationLoss
 from bsrnn.metrics import usdr
-from bsrnn.models import build_model
+from bsrnn.models import StftSpec, build_model
 from bsrnn.paths import checkpoint_path, last_checkpoint_path, model_dir, resolve_resume_path
+from bsrnn.settings import OptimSettings, SchedulerSettings
 
 SR = 44100
 
@@ -27,7 +28,7 @@ SR = 44100
 CHUNKS = ChunkSettings(segment_len=0.5)
 
 
-def _module(monitor="loss", scheduler=None, targets=("bass",), **kwargs) -> SeparationLitModule:
+def _module(scheduler=None, targets=("bass",), **kwargs) -> SeparationLitModule:
     torch.manual_seed(0)
     net = build_model(dict(targets=list(targets), feature_dim=8, num_repeat=1))
     return SeparationLitModule(
@@ -35,7 +36,6 @@ def _module(monitor="loss", scheduler=None, targets=("bass",), **kwargs) -> Sepa
         SeparationLoss("L1", "t+tf"),
         functools.partial(torch.optim.Adam, lr=1e-3),
         scheduler,
-        monitor=monitor,
         chunking=CHUNKS,
         **kwargs,
     )
@@ -79,19 +79,26 @@ def _trainer(tmp_path, **kwargs) -> L.Trainer:
     return L.Trainer(**defaults)
 
 
-def test_invalid_monitor_lists_choices():
+def test_optim_settings_check_every_key_once():
     with pytest.raises(ConfigError, match=r"optim\.monitor_val='acc'.*loss, sdr"):
-        _module(monitor="acc")
+        OptimSettings(monitor_val="acc")
     with pytest.raises(ConfigError, match=r"optim\.val_loss='median'.*chunks, track"):
-        _module(val_loss="median")
-    assert monitor_spec("loss") == ("val/loss", "min")
-    assert monitor_spec("sdr") == ("val/usdr", "max")
+        OptimSettings(val_loss="median")
+    with pytest.raises(ConfigError, match=r"optim\.lr='abc': expected a number"):
+        OptimSettings(lr="abc")
+    with pytest.raises(ConfigError, match=r"optim\.optimizer: Invalid beta"):
+        OptimSettings(optimizer={"_target_": "torch.optim.Adam", "betas": [2.0, 0.9]})
+    assert (OptimSettings().monitor_key, OptimSettings().monitor_mode) == ("val/loss", "min")
+    sdr = OptimSettings(monitor_val="sdr")
+    assert (sdr.monitor_key, sdr.monitor_mode) == ("val/usdr", "max")
+    adam = OptimSettings(lr=1e-3).optimizer_factory(2e-3)([torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 2e-3
 
 
 def test_configure_optimizers_step_and_plateau():
-    step = _module(
-        scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2, gamma=0.98)
-    )
+    step = _module(scheduler=SchedulerSettings.from_mapping(
+        {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 2, "gamma": 0.98}
+    ))  # fmt: skip
     conf = step.configure_optimizers()
     assert isinstance(conf["optimizer"], torch.optim.Adam)
     assert conf["optimizer"].param_groups[0]["lr"] == pytest.approx(1e-3)
@@ -100,26 +107,42 @@ def test_configure_optimizers_step_and_plateau():
     assert (sched["scheduler"].step_size, sched["scheduler"].gamma) == (2, 0.98)
     assert sched["interval"] == "epoch" and sched["name"] == "lr"
 
-    plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, factor=0.5, patience=5)
-    for monitor in ("loss", "sdr"):  # as in the reference: the plateau follows val/loss
-        conf = _module(monitor=monitor, scheduler=plateau).configure_optimizers()
-        sched = conf["lr_scheduler"]
-        assert sched["monitor"] == "val/loss" and sched["scheduler"].mode == "min"
-        assert (sched["scheduler"].factor, sched["scheduler"].patience) == (0.5, 5)
+    plateau = SchedulerSettings.from_mapping({
+        "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "factor": 0.5, "patience": 5
+    })  # fmt: skip
+    conf = _module(scheduler=plateau).configure_optimizers()
+    sched = conf["lr_scheduler"]  # as in the reference: the plateau follows val/loss
+    assert sched["monitor"] == "val/loss" and sched["scheduler"].mode == "min"
+    assert (sched["scheduler"].factor, sched["scheduler"].patience) == (0.5, 5)
+    warm = SchedulerSettings.from_mapping({"interval": "step", "frequency": 2,
+                                           "monitor": "val/usdr",
+                                           **plateau.node})  # fmt: skip
+    sched = _module(scheduler=warm).configure_optimizers()["lr_scheduler"]
+    assert (sched["interval"], sched["frequency"], sched["monitor"]) == ("step", 2, "val/usdr")
+    with pytest.raises(ConfigError, match=r"scheduler\.gamma='abc': expected a number"):
+        SchedulerSettings.from_mapping({"_target_": "torch.optim.lr_scheduler.StepLR",
+                                        "step_size": 2, "gamma": "abc"})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"scheduler\.interval='batch'"):
+        SchedulerSettings.from_mapping({"interval": "batch"})
     assert isinstance(_module().configure_optimizers(), torch.optim.Adam)  # no scheduler
 
 
 def test_train_and_validation_steps_log_and_checkpoint_records_network(tmp_path):
-    module = _module(
-        scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
-    )
+    module = _module(scheduler=SchedulerSettings.from_mapping(
+        {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 1, "gamma": 0.5}
+    ))  # fmt: skip
     folder = model_dir(tmp_path / "out", "bsrnn-tiny")
     best, last = checkpoint_path(folder, ["bass"]), last_checkpoint_path(folder, ["bass"])
     trainer = _trainer(
         tmp_path,
         enable_checkpointing=True,
         callbacks=build_callbacks(
-            best_path=best, last_path=last, monitor="loss", patience=3, progress_bar=False
+            best_path=best,
+            last_path=last,
+            monitor_key="val/loss",
+            monitor_mode="min",
+            patience=3,
+            progress_bar=False,
         ),
         gradient_clip_val=5.0,
         logger=build_logger(tmp_path / "tb", "bsrnn-tiny-bass"),
@@ -211,7 +234,7 @@ def test_spectrogram_image_layout():
     t = np.arange(SR) / SR
     ref = 0.5 * np.sin(2 * np.pi * 440 * t)
     est = np.zeros_like(ref)
-    img = spectrogram_image(ref, est, n_fft=2048)
+    img = spectrogram_image(torch.from_numpy(ref), torch.from_numpy(est), StftSpec(2048, 512))
     frames = 1 + SR // 512
     assert img.shape == (512 + 4 + 512, frames) and img.dtype == np.float32
     assert img.min() >= 0.0 and img.max() <= 1.0

@@ -28,22 +28,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from bsrnn.errors import CheckpointError, ConfigError
+from bsrnn.figures import spectrogram_image
 from bsrnn.files import write_text_atomic
+from bsrnn.settings import MONITORS
 
 log = logging.getLogger(__name__)
-
-#: ``optim.monitor_val`` -> (logged metric, better direction)
-MONITORS: dict[str, tuple[str, str]] = {"loss": ("val/loss", "min"), "sdr": ("val/usdr", "max")}
-
-
-def monitor_spec(monitor: str) -> tuple[str, str]:
-    """``"loss"`` -> ``("val/loss", "min")``; ``"sdr"`` -> ``("val/usdr", "max")``."""
-    if monitor not in MONITORS:
-        raise ConfigError(
-            f"unknown monitored quantity optim.monitor_val={monitor!r}: expected one of "
-            f"{', '.join(MONITORS)}"
-        )
-    return MONITORS[monitor]
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,21 +155,100 @@ class RunRecorder(Callback):
         writer.flush()
 
 
+class MediaLogger(Callback):
+    """Log ``seconds`` of the first validation track each epoch to TensorBoard: the audio of
+    the mixture, the reference and the estimate (first target, mono), and a spectrogram of the
+    reference against the estimate (with the network's STFT size). Rank 0, not during the
+    sanity check; 0 seconds disables it."""
+
+    def __init__(self, seconds: float = 5.0) -> None:
+        self.seconds = float(seconds)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if (
+            batch_idx != 0
+            or self.seconds <= 0
+            or trainer.sanity_checking
+            or not trainer.is_global_zero
+            or not isinstance(trainer.logger, TensorBoardLogger)
+            or not isinstance(outputs, Mapping)
+        ):
+            return
+        mixture = batch[0]
+        rate = int(pl_module.net.sample_rate)
+        n_samples = mixture.shape[-1]
+        length = min(n_samples, int(self.seconds * rate))
+        start = (n_samples - length) // 2  # a fixed excerpt from the middle of the track
+
+        def excerpt(x: torch.Tensor) -> torch.Tensor:  # [..., C, T] (first item) -> mono [L]
+            return x.reshape(-1, *x.shape[-2:])[0, :, start : start + length].float().mean(0)
+
+        writer = trainer.logger.experiment
+        step = trainer.current_epoch
+        clips = {
+            "mixture": excerpt(mixture),
+            "reference": excerpt(outputs["reference"]),
+            "estimate": excerpt(outputs["estimate"]),
+        }
+        for name, clip in clips.items():
+            writer.add_audio(f"val_media/{name}", clip.clamp(-1, 1).cpu(), step, rate)
+        image = spectrogram_image(
+            clips["reference"].cpu(), clips["estimate"].cpu(), pl_module.net.stft_spec
+        )
+        writer.add_image(
+            "val_media/spectrogram_reference_vs_estimate", image, step, dataformats="HW"
+        )
+
+
+class LinearWarmup(Callback):
+    """The learning rate rises linearly from ``lr / steps`` to ``lr`` over the first ``steps``
+    optimizer steps (each group's rate as the optimizer was built); schedulers act after."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = int(steps)
+        self._base: list[list[float]] | None = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if self.steps <= 0 or step > self.steps:
+            return
+        if self._base is None:
+            self._base = [[g["lr"] for g in opt.param_groups] for opt in trainer.optimizers]
+        scale = min(1.0, (step + 1) / self.steps)
+        for opt, rates in zip(trainer.optimizers, self._base):
+            for group, rate in zip(opt.param_groups, rates):
+                group["lr"] = rate * scale
+
+
 def build_callbacks(
     *,
     best_path: Path,
     last_path: Path,
-    monitor: str,
+    monitor_key: str,
+    monitor_mode: str,
     patience: int,
     progress_bar: bool = True,
     recorder: RunRecorder | None = None,
+    warmup_steps: int = 0,
+    media_seconds: float = 5.0,
 ) -> list[Callback]:
-    """Checkpoints (best by ``monitor`` → ``best_path``; last → ``last_path``), early
-    stopping after ``patience`` epochs without improvement, learning-rate logging, the progress
-    bar, the DDP weights check and the run recorder."""
+    """Checkpoints (best by ``monitor_key`` in ``monitor_mode`` → ``best_path``; last →
+    ``last_path``), early stopping after ``patience`` epochs without improvement, the
+    learning-rate warm-up and logging, validation media, the progress bar, the DDP weights
+    check and the run recorder."""
     if best_path.parent != last_path.parent:
         raise ValueError(f"best and last checkpoints must share a folder: {best_path}, {last_path}")
-    key, mode = monitor_spec(monitor)
+    key, mode = monitor_key, monitor_mode
     checkpoint = ModelCheckpoint(
         dirpath=best_path.parent,
         filename=best_path.stem,
@@ -197,7 +265,10 @@ def build_callbacks(
         EarlyStopping(monitor=key, mode=mode, patience=int(patience)),
         LearningRateMonitor(logging_interval="epoch"),
         WeightsSyncCheck(),
+        MediaLogger(media_seconds),
     ]
+    if warmup_steps > 0:
+        callbacks.append(LinearWarmup(warmup_steps))
     if progress_bar:
         callbacks.append(TQDMProgressBar())
     if recorder is not None:

@@ -3,31 +3,31 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from bsrnn.models.base import StftSpec
+from bsrnn.spectral import STFT
 
 
 def spectrogram_image(
-    reference: np.ndarray,
-    estimate: np.ndarray,
-    n_fft: int = 2048,
-    n_hop: int | None = None,
+    reference: torch.Tensor,
+    estimate: torch.Tensor,
+    stft_spec: StftSpec,
     top_db: float = 80.0,
     freq_pool: int = 2,
 ) -> np.ndarray:
     """Log-magnitude spectrograms of ``reference`` and ``estimate`` (mono ``[samples]``) as one
     grey image ``[H, W]`` in [0, 1]: reference on top, estimate below, a white line between,
     low frequencies at the bottom of each, both on the reference's dB scale (``top_db`` range).
+    The STFT is the network's (:class:`~bsrnn.spectral.STFT` with ``stft_spec``'s n_fft and hop).
     """
-    n_hop = n_hop or n_fft // 4
+    stft = STFT(n_fft=stft_spec.n_fft, n_hop=stft_spec.hop_length)
 
-    def log_mag(x: np.ndarray) -> np.ndarray:  # [samples] -> dB [F // freq_pool, frames]
-        x = np.asarray(x, dtype=np.float64)
-        pad = n_fft // 2
-        x = np.pad(x, pad, mode="reflect" if x.shape[0] > pad else "constant")
-        if x.shape[0] < n_fft:
-            x = np.pad(x, (0, n_fft - x.shape[0]))
-        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::n_hop]
-        window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
-        mag = np.abs(np.fft.rfft(frames * window, axis=-1)).T  # [F, frames]
+    def log_mag(x: torch.Tensor) -> np.ndarray:  # [samples] -> dB [F // freq_pool, frames]
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(1, -1)
+        if x.shape[-1] <= stft.n_fft // 2:  # reflect padding needs more than n_fft / 2
+            x = torch.nn.functional.pad(x, (0, stft.n_fft - x.shape[-1]))
+        mag = stft(x)[0].abs().double().numpy()  # [F, frames]
         bins = (mag.shape[0] // freq_pool) * freq_pool
         mag = mag[:bins].reshape(bins // freq_pool, freq_pool, -1).mean(axis=1)
         return 20.0 * np.log10(mag + 1e-8)

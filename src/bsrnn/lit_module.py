@@ -1,7 +1,8 @@
 """LightningModule that trains a separation network (one target or several).
 
-The network, the loss and the optimizer/scheduler factories are built by the entry script
-(``train.py``) and injected here. Batches are ``(mixture [B, C, T], references [B, S, C, T])``
+The entry script (``train.py``) builds everything from the run's typed settings and injects
+it here: the network, the loss, the optimizer factory (its learning rate already final, scaled
+or not) and the scheduler settings. Batches are ``(mixture [B, C, T], references [B, S, C, T])``
 with the references in the order of the network's targets (the data module stacks them so).
 
 Training runs the network on random segments; the loss covers every target at once (the mean
@@ -9,10 +10,9 @@ over targets, as the reference computes it). Validation separates each whole tra
 evaluation does (:func:`bsrnn.chunking.separate_in_chunks`) and logs ``val/usdr`` (the mean over
 targets) and ``val/usdr_<target>`` per target; ``val/loss`` is, by default, the reference's:
 the median over the chunks of each chunk's loss, with the network's own STFT output for the tf
-term (``val_loss="track"``: the loss of the whole assembled estimate instead).
-``monitor`` (``"loss"``: ``val/loss``, lower is better; ``"sdr"``: ``val/usdr``, higher is
-better) drives checkpointing and early stopping; the plateau scheduler follows ``val/loss``,
-as in the reference.
+term when it gives one (``val_loss="track"``: the loss of the whole assembled estimate instead).
+Media (audio, spectrograms) are logged by :class:`bsrnn.callbacks.MediaLogger` from the first
+validation step's output.
 """
 
 from __future__ import annotations
@@ -26,40 +26,32 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from bsrnn.callbacks import monitor_spec
 from bsrnn.checkpoints import model_record
 from bsrnn.chunking import ChunkSettings, chunk_spans, crop, separate_in_chunks
 from bsrnn.errors import ConfigError, NonFiniteLossError
-from bsrnn.figures import spectrogram_image
 from bsrnn.metrics import usdr
 from bsrnn.models import SeparationModel
+from bsrnn.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., Any]
-
-#: ``val_loss`` choices: the reference's per-chunk median, or the whole assembled track.
-VAL_LOSSES = ("chunks", "track")
 
 
 class SeparationLitModule(L.LightningModule):
     """Train/validate ``net`` (a :class:`~bsrnn.models.SeparationModel`).
 
     Args:
-        net: the network; ``net(mixture [B, C, T])`` returns ``.waveforms`` [B, S, C, T] and
-            ``.stfts`` [B, S, C, F, frames] for its ``net.targets``; checkpoints record its
+        net: the network; ``net(mixture [B, C, T])`` returns ``.waveforms`` [B, S, C, T] (and
+            optionally ``.stfts``) for its ``net.targets``; checkpoints record its
             architecture and config (:func:`bsrnn.checkpoints.model_record`).
         loss: ``loss(est_waveforms, ref_waveforms, est_stfts=None) -> scalar``
             (:class:`bsrnn.losses.SeparationLoss`).
-        optimizer: factory ``optimizer(params=...) -> Optimizer`` (e.g. a partial of Adam).
-        scheduler: factory ``scheduler(optimizer=...) -> LRScheduler`` or None (stepped each
-            epoch; a ``ReduceLROnPlateau`` on ``val/loss``).
-        monitor: ``"loss"`` or ``"sdr"``.
+        optimizer: ``optimizer(params) -> Optimizer`` with its final learning rate.
+        scheduler: how to build and step the learning-rate scheduler (its ``factory()`` may
+            be None: no scheduler).
         chunking: whole-track validation in chunks (as evaluation does).
         val_loss: ``"chunks"`` (the reference's) or ``"track"``.
-        media_seconds: seconds of the first validation track logged as audio/spectrogram each
-            epoch (0 disables).
     """
 
     def __init__(
@@ -67,37 +59,24 @@ class SeparationLitModule(L.LightningModule):
         net: SeparationModel,
         loss: nn.Module,
         optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
+        scheduler: SchedulerSettings | None = None,
         *,
-        monitor: str = "loss",
         chunking: ChunkSettings | None = None,
         val_loss: str = "chunks",
-        media_seconds: float = 5.0,
     ) -> None:
         super().__init__()
-        self.monitor_key, self.monitor_mode = monitor_spec(monitor)
-        if val_loss not in VAL_LOSSES:
-            raise ConfigError(
-                f"unknown optim.val_loss={val_loss!r}: expected one of {', '.join(VAL_LOSSES)}"
-            )
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        self.scheduler = scheduler if scheduler is not None else SchedulerSettings()
         self.targets = list(net.targets)
-        self.monitor = monitor
         self.sample_rate = int(net.sample_rate)
         self.chunking = chunking if chunking is not None else ChunkSettings()
         self.val_loss = val_loss
-        self.media_seconds = float(media_seconds)
 
     # ----------------------------------------------------------------------------------------
     # Steps
     # ----------------------------------------------------------------------------------------
-    def forward(self, mixture: torch.Tensor) -> Any:
-        """``mixture [B, C, T]`` -> the network's output (``.waveforms``, ``.stfts``)."""
-        return self.net(mixture)
-
     def _check_batch(self, mixture: torch.Tensor, references: torch.Tensor) -> None:
         expected = (mixture.shape[0], len(self.targets), *mixture.shape[1:])
         if tuple(references.shape) != expected:
@@ -120,7 +99,8 @@ class SeparationLitModule(L.LightningModule):
             for j in range(chunk.shape[0] // batch):
                 ref = crop(references, *next(spans))
                 part = slice(j * batch, (j + 1) * batch)
-                losses.append(self.loss(out.waveforms[part], ref, est_stfts=out.stfts[part]))
+                stfts = None if out.stfts is None else out.stfts[part]
+                losses.append(self.loss(out.waveforms[part], ref, est_stfts=stfts))
             return out.waveforms
 
         estimate = separate_in_chunks(run, mixture, self.sample_rate, self.chunking)
@@ -176,74 +156,32 @@ class SeparationLitModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, batch_idx, "train")["loss"]
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        out = self.shared_step(batch, batch_idx, "val")
-        if batch_idx == 0:
-            self._log_media(batch[0], out["reference"], out["estimate"])
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.shared_step(batch, batch_idx, "test")
-
-    # ----------------------------------------------------------------------------------------
-    # Media (first validation track): audio of mixture/reference/estimate and a spectrogram
-    # ----------------------------------------------------------------------------------------
-    def _log_media(
-        self, mixture: torch.Tensor, reference: torch.Tensor, estimate: torch.Tensor
-    ) -> None:
-        if (
-            self.media_seconds <= 0
-            or self._trainer is None
-            or self.trainer.sanity_checking
-            or not self.trainer.is_global_zero
-            or not isinstance(self.logger, TensorBoardLogger)
-        ):
-            return
-        n_samples = mixture.shape[-1]
-        length = min(n_samples, int(self.media_seconds * self.sample_rate))
-        start = (n_samples - length) // 2  # a fixed excerpt from the middle of the track
-
-        def excerpt(x: torch.Tensor) -> torch.Tensor:  # [..., C, T] (first item) -> mono [L]
-            return x.reshape(-1, *x.shape[-2:])[0, :, start : start + length].float().mean(0)
-
-        writer = self.logger.experiment
-        step = self.current_epoch
-        clips = {
-            "mixture": excerpt(mixture),
-            "reference": excerpt(reference),
-            "estimate": excerpt(estimate),
-        }
-        for name, clip in clips.items():
-            writer.add_audio(f"val_media/{name}", clip.clamp(-1, 1).cpu(), step, self.sample_rate)
-        image = spectrogram_image(
-            clips["reference"].cpu().numpy(),
-            clips["estimate"].cpu().numpy(),
-            n_fft=getattr(getattr(self.loss, "stft", None), "n_fft", 2048),
-        )
-        writer.add_image(
-            "val_media/spectrogram_reference_vs_estimate", image, step, dataformats="HW"
-        )
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The validation step's output (``loss``, ``estimate``, ``reference``) goes to the
+        callbacks (:class:`bsrnn.callbacks.MediaLogger`)."""
+        return self.shared_step(batch, batch_idx, "val")
 
     # ----------------------------------------------------------------------------------------
     # Optimizer, scheduler, checkpoints
     # ----------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        """The optimizer, and the scheduler stepped once per epoch. As in the reference, a
-        ``ReduceLROnPlateau`` follows the validation loss (mode min) whatever ``monitor`` says;
-        checkpoint choice and early stopping follow ``monitor``."""
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
+        """The optimizer, and the scheduler stepped every ``scheduler.interval`` x
+        ``frequency`` (a ``ReduceLROnPlateau`` follows ``scheduler.monitor``, ``val/loss`` by
+        default as in the reference; checkpoint choice and early stopping follow
+        ``optim.monitor_val``)."""
+        optimizer = self.optimizer_factory(self.parameters())
+        factory = self.scheduler.factory()
+        if factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": "epoch",
-                "frequency": 1,
-                "monitor": "val/loss",
-                "name": "lr",
-            },
+        config = {
+            "scheduler": factory(optimizer),
+            "interval": self.scheduler.interval,
+            "frequency": self.scheduler.frequency,
+            "name": "lr",
         }
+        if self.scheduler.is_plateau:
+            config["monitor"] = self.scheduler.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record what rebuilds the network (``bsrnn.checkpoints.load_model`` reads it)."""

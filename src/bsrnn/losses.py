@@ -221,3 +221,16 @@ class SeparationLoss(nn.Module):
         terms = self.components(est_waveforms, ref_waveforms, est_stfts)
         return torch.stack(list(terms.values())).sum()
 
+
+def build_loss(loss_type: str, domain: str, model) -> SeparationLoss:
+    """The training loss of ``model`` (a :class:`~bsrnn.models.SeparationModel`) in
+    ``domain``: the model's own STFT for the ``tf`` term, its multi-resolution options (or
+    MSST's defaults) for ``mrstft``."""
+    spec = model.stft_spec
+    return SeparationLoss(
+        loss_type=loss_type,
+        domain=domain,
+        n_fft=spec.n_fft,
+        n_hop=spec.hop_length,
+        multi_resolution=multi_resolution_spec(model.config),
+    )

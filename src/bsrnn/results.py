@@ -147,6 +147,28 @@ class EvalResult:
         return format_table([self])
 
 
+def render_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False
+) -> str:
+    """Columns of text cells aligned under ``header``: plain (two spaces between columns, a
+    dashed rule under the header) or Markdown (``| a | b |``, numbers right-aligned)."""
+    cells = [list(header)] + [list(row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    if not markdown:
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+    lines = []
+    for row in cells:
+        first, *rest = row
+        lines.append(
+            "| " + " | ".join([first.ljust(widths[0])]
+                              + [c.rjust(w) for c, w in zip(rest, widths[1:])]) + " |"
+        )  # fmt: skip
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
 def format_table(results: Sequence[EvalResult]) -> str:
     """Markdown table of one or more results side by side (e.g. a model and the mixture
     baseline): a row per target and the average, a column per result."""
@@ -155,16 +177,14 @@ def format_table(results: Sequence[EvalResult]) -> str:
     targets = list(dict.fromkeys(t for r in results for t in r.targets))
     heads = [f"{SDR_LABELS[r.sdr_type]} - {r.model}" for r in results]
     width = max(8, *(len(t) for t in targets))
-    lines = [
-        "| " + " | ".join([" " * width, *heads]) + " |",
-        "|" + "|".join("-" * (len(h) + 2) for h in [" " * width, *heads]) + "|",
-    ]
+    rows = []
     for name in [*targets, "average"]:
-        cells = []
-        for r, head in zip(results, heads):
+        cells = [name.ljust(width)]
+        for r in results:
             value = r.average if name == "average" else r.aggregate.get(name, float("nan"))
-            cells.append(f"{value:>{len(head)}.2f}")
-        lines.append("| " + " | ".join([f"{name:<{width}}", *cells]) + " |")
+            cells.append(f"{value:.2f}")
+        rows.append(cells)
+    lines = [render_table([" " * width, *heads], rows, markdown=True)]
     for r in results:
         if r.excluded:
             lines.append(

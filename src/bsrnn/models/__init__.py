@@ -14,6 +14,7 @@ from bsrnn.models.registry import (
     arch_name,
     architecture,
     build_model,
+    foreign_formats,
     model_config,
 )
 
@@ -30,5 +31,6 @@ __all__ = [
     "architecture",
     "build_model",
     "count_parameters",
+    "foreign_formats",
     "model_config",
 ]

@@ -123,6 +123,8 @@ class ModelConfig:
 
     #: The ``src_mod`` prefix used in error messages.
     where: ClassVar[str] = "src_mod"
+    #: The training loss domain of this architecture when ``optim.loss_domain`` is null.
+    default_loss_domain: ClassVar[str] = "t+tf"
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -150,7 +152,7 @@ class ModelConfig:
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         """Every option with its default (plain values): the base of the Hydra presets."""
-        return _plain(
+        return _lists_for_tuples(
             {
                 f.name: f.default
                 for f in dataclasses.fields(cls)
@@ -179,14 +181,34 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists, not tuples): what checkpoints store."""
-        return _plain(dataclasses.asdict(self))
+        return _lists_for_tuples(dataclasses.asdict(self))
+
+    def inert_options(self) -> set[str]:
+        """Options that cannot change this network (e.g. an attention size without attention
+        heads): two configs that differ only in them build the same network. Architectures
+        override this; by default every option matters."""
+        return set()
+
+    def differences(self, other: ModelConfig) -> dict[str, tuple[Any, Any]]:
+        """``{option: (self's value, other's value)}`` for the options that change the
+        network (ignoring :meth:`inert_options` of both)."""
+        if type(other) is not type(self):
+            return {"arch": (type(self).__name__, type(other).__name__)}
+        mine, theirs = self.to_dict(), other.to_dict()
+        inert = self.inert_options() & other.inert_options()
+        return {
+            key: (mine[key], theirs[key])
+            for key in mine
+            if key not in inert and mine[key] != theirs[key]
+        }
 
 
-def _plain(value: Any) -> Any:
+def _lists_for_tuples(value: Any) -> Any:
+    """Nested tuples become lists (plain values that YAML and checkpoints store alike)."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _lists_for_tuples(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_lists_for_tuples(v) for v in value]
     return value
 
 

@@ -18,8 +18,9 @@ Features are kept "frames first", ``[T, B', K, N]``: the time RNN reads ``[T, B'
 (sequence first) and, with one head, the band RNN reads ``[T*B', K, n]`` (batch first), both
 without a copy. Per-band weights are stacked per run of equal-width bands, so a handful of
 batched matmuls replace the reference's loop over 30-57 bands; heads share the sequence
-layers' weights and run as extra batch items. ``tests/test_model.py`` checks the result
-against the plain per-band computation and the reference's own checkpoints.
+layers' weights and run as extra batch items. ``tests/test_model_equivalence.py`` checks the
+result against the plain per-band computation, ``tests/test_checkpoints.py`` against the
+reference's own checkpoints, ``tests/test_model.py`` the parameter counts and options.
 
 Only torch is needed here.
 """
@@ -138,9 +139,10 @@ class BSRNNConfig(ModelConfig):
                 )
         if not self.eps > 0:
             raise ConfigError(f"invalid {w}.eps={self.eps}: expected > 0")
+
         if self.bands is not None:
             try:
-                bands = tuple((int(c), float(hz)) for c, hz in self.bands)
+                bands = tuple((int(count), float(hz)) for count, hz in self.bands)
             except (TypeError, ValueError):
                 raise ConfigError(
                     f"invalid {w}.bands={self.bands!r}: expected a list of [count, width_hz]"
@@ -156,6 +158,21 @@ class BSRNNConfig(ModelConfig):
             self.band_widths()
         except ValueError as err:
             raise ConfigError(f"invalid band layout: {err}") from None
+
+    def inert_options(self) -> set[str]:
+        """Options this config sets that build no weight and change no output: the attention
+        size without attention heads, the TAC options without TAC, the channel count when
+        channels are independent items, ``subtract_last_trgt`` for one target."""
+        inert = set()
+        if self.n_att_head == 0:
+            inert.add("attn_enc_dim")
+        if self.stereo != "tac":
+            inert.update({"fac_tac", "act_tac"})
+        if self.stereo is None:
+            inert.add("nb_channels")
+        if len(self.targets) == 1:
+            inert.add("subtract_last_trgt")
+        return inert
 
     @property
     def joint_split(self) -> bool:
@@ -214,10 +231,10 @@ class BandGroupSplit(nn.Module):
         self.bias = nn.Parameter(_uniform_(torch.empty(count, 1, feature_dim), size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, s, k, w, t, _ = x.shape
+        b, fused, k, w, t, _ = x.shape
         var, mean = torch.var_mean(x, dim=(1, 3, 4, 5), correction=0, keepdim=True)
         x = (x - mean) * torch.rsqrt(var + self.eps)
-        x = x.permute(2, 4, 0, 1, 5, 3).reshape(k, t * b, s * 2 * w)  # [k, T*B, s*2w]
+        x = x.permute(2, 4, 0, 1, 5, 3).reshape(k, t * b, fused * 2 * w)  # [k, T*B, fused*2w]
         x = _affine(x, self.norm_weight, self.norm_bias)
         return torch.baddbmm(self.bias, x, self.weight)  # [k, T*B, N]
 
@@ -233,12 +250,12 @@ class BandSplit(nn.Module):
         )
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        b, s, _, t = spec.shape
-        ri = torch.view_as_real(spec)  # [B, s, F, T, 2]
+        b, fused, _, t = spec.shape
+        ri = torch.view_as_real(spec)  # [B, fused, F, T, 2]
         feats, f0 = [], 0
         for g in self.groups:
             f1 = f0 + g.count * g.width
-            feats.append(g(ri[:, :, f0:f1].reshape(b, s, g.count, g.width, t, 2)))
+            feats.append(g(ri[:, :, f0:f1].reshape(b, fused, g.count, g.width, t, 2)))
             f0 = f1
         out = torch.cat(feats, 0)  # [K, T*B, N]
         return out.transpose(0, 1).reshape(t, b, -1, out.shape[-1])
@@ -352,8 +369,8 @@ class TAC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, bc, k, n = x.shape
-        c = self.channels
-        v = self._act(self.transform(x)).view(t, bc // c, c, k, -1)  # [T, b, C, K, Hd]
+        channels = self.channels
+        v = self._act(self.transform(x)).view(t, bc // channels, channels, k, -1)  # [T,b,C,K,Hd]
         r = self._act(self.average(v.mean(2)))  # [T, b, K, Hd]
         hidden = v.shape[-1]
         # concat([v, r]) @ W.T == v @ W_v.T + r @ W_r.T: the average is not repeated per channel
@@ -410,22 +427,28 @@ class BandAttention(nn.Module):
 
 
 class BSBlock(nn.Module):
-    """One separator block: time layer, band layer (per head), then TAC and attention."""
+    """One band-sequence block (the reference's "separator" block): time layer, band layer
+    (per head), then TAC and attention."""
 
     def __init__(self, config: BSRNNConfig, n_bands: int) -> None:
         super().__init__()
-        c, n = config, config.feature_dim
+        cfg, n = config, config.feature_dim
 
         def sequence_layer(layer_type: str, axis: str) -> ResidualSequenceLayer:
             return ResidualSequenceLayer(
-                n, c.n_heads, layer_type, axis, c.fac_sep, c.bidirectional, c.group_num, c.eps
-            )
+                n, cfg.n_heads, layer_type, axis, cfg.fac_sep, cfg.bidirectional,
+                cfg.group_num, cfg.eps,
+            )  # fmt: skip
 
-        self.time = sequence_layer(c.time_layer, "time")
-        self.band = sequence_layer(c.band_layer, "band")
-        self.tac = TAC(n, c.fac_tac, c.act_tac, c.nb_channels) if c.stereo == "tac" else None
+        self.time = sequence_layer(cfg.time_layer, "time")
+        self.band = sequence_layer(cfg.band_layer, "band")
+        self.tac = (
+            TAC(n, cfg.fac_tac, cfg.act_tac, cfg.nb_channels) if cfg.stereo == "tac" else None
+        )
         self.attention = (
-            BandAttention(n, n_bands, c.n_att_head, c.attn_enc_dim, c.eps) if c.n_att_head else None
+            BandAttention(n, n_bands, cfg.n_att_head, cfg.attn_enc_dim, cfg.eps)
+            if cfg.n_att_head
+            else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -460,26 +483,26 @@ class MaskDecoder(nn.Module):
         self.fc2_bias = nn.Parameter(_uniform_(torch.empty(k, 1, m), m))
         self.group_sizes = list(group_equal_widths(widths))
         self.out_weights = nn.ParameterList(
-            _uniform_(torch.empty(c, m, 4 * w * fused), m) for c, w in self.group_sizes
+            _uniform_(torch.empty(count, m, 4 * w * fused), m) for count, w in self.group_sizes
         )
         self.out_biases = nn.ParameterList(
-            _uniform_(torch.empty(c, 1, 4 * w * fused), m) for c, w in self.group_sizes
+            _uniform_(torch.empty(count, 1, 4 * w * fused), m) for count, w in self.group_sizes
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b, k, n = x.shape
-        s = self.fused
+        fused = self.fused
         y = x.permute(2, 1, 0, 3)  # [K, B, T, N]
         y = F.layer_norm(y, (t, n), eps=self.eps)  # GroupNorm(1, N) over (features, frames)
         y = _affine(y, self.norm_weight, self.norm_bias).reshape(k, b * t, n)
         y = torch.baddbmm(self.fc1_bias, y, self.fc1_weight).tanh_()
         y = torch.baddbmm(self.fc2_bias, y, self.fc2_weight).tanh_()
         masks, k0 = [], 0
-        for (c, w), weight, bias in zip(self.group_sizes, self.out_weights, self.out_biases):
-            m = torch.baddbmm(bias, y[k0 : k0 + c], weight).view(c, b, t, s, 4 * w)
-            m = F.glu(m, dim=-1).view(c, b, t, s, 2, w)  # (channel, real/imag, bin)
-            masks.append(m.permute(1, 3, 0, 5, 2, 4).reshape(b * s, c * w, t, 2))
-            k0 += c
+        for (count, w), weight, bias in zip(self.group_sizes, self.out_weights, self.out_biases):
+            m = torch.baddbmm(bias, y[k0 : k0 + count], weight).view(count, b, t, fused, 4 * w)
+            m = F.glu(m, dim=-1).view(count, b, t, fused, 2, w)  # (channel, real/imag, bin)
+            masks.append(m.permute(1, 3, 0, 5, 2, 4).reshape(b * fused, count * w, t, 2))
+            k0 += count
         return torch.view_as_complex(torch.cat(masks, 1))  # [B*fused, F, T]
 
 
@@ -511,16 +534,16 @@ class BSRNN(SeparationModel):
 
     def __init__(self, config: BSRNNConfig) -> None:
         super().__init__(config)
-        c = config
-        self.band_widths = c.band_widths()
-        fused = c.nb_channels if c.stereo == "naive" else 1
-        self.stft = STFT(c.n_fft, c.n_hop)
-        self.istft = ISTFT(c.n_fft, c.n_hop)
-        self.band_split = BandSplit(self.band_widths, fused, c.feature_dim, c.eps)
-        self.blocks = nn.Sequential(*(BSBlock(c, self.n_bands) for _ in range(c.num_repeat)))
+        cfg = config
+        self.band_widths = cfg.band_widths()
+        fused = cfg.nb_channels if cfg.stereo == "naive" else 1
+        self.stft = STFT(cfg.n_fft, cfg.n_hop)
+        self.istft = ISTFT(cfg.n_fft, cfg.n_hop)
+        self.band_split = BandSplit(self.band_widths, fused, cfg.feature_dim, cfg.eps)
+        self.blocks = nn.Sequential(*(BSBlock(cfg, self.n_bands) for _ in range(cfg.num_repeat)))
         self.maskers = nn.ModuleList(
-            MaskDecoder(self.band_widths, c.feature_dim, c.fac_mask, fused, c.eps)
-            for _ in range(c.n_maskers)
+            MaskDecoder(self.band_widths, cfg.feature_dim, cfg.fac_mask, fused, cfg.eps)
+            for _ in range(cfg.n_maskers)
         )
 
     @property
@@ -540,22 +563,22 @@ class BSRNN(SeparationModel):
             raise ConfigError(
                 f"expected a mixture [batch, channels, samples], got shape {tuple(mixture.shape)}"
             )
-        c = self.config
+        cfg = self.config
         batch, channels, n_samples = mixture.shape
-        if c.stereo is not None and channels != c.nb_channels:
+        if cfg.stereo is not None and channels != cfg.nb_channels:
             raise ConfigError(
-                f"this model (stereo={c.stereo}) takes {c.nb_channels}-channel mixtures, got "
+                f"this model (stereo={cfg.stereo}) takes {cfg.nb_channels}-channel mixtures, got "
                 f"{channels} channel(s)"
             )
         spec = self.stft(mixture.reshape(batch * channels, n_samples))  # [b*C, F, T]
         fused = (
-            spec.view(batch, channels, *spec.shape[-2:]) if c.stereo == "naive" else spec[:, None]
+            spec.view(batch, channels, *spec.shape[-2:]) if cfg.stereo == "naive" else spec[:, None]
         )
         features = self.blocks(self.band_split(fused))  # [T, B', K, N]
         estimates = [masker(features) * spec for masker in self.maskers]  # each [b*C, F, T]
-        if c.mask_ctxt:
-            estimates = [band_context_sum(e, self.band_widths, c.mask_ctxt) for e in estimates]
-        if len(estimates) < len(c.targets):  # subtract_last_trgt
+        if cfg.mask_ctxt:
+            estimates = [band_context_sum(e, self.band_widths, cfg.mask_ctxt) for e in estimates]
+        if len(estimates) < len(cfg.targets):  # subtract_last_trgt
             estimates.append(spec - torch.stack(estimates).sum(0))
         est = torch.stack(estimates)  # [S, b*C, F, T]
         n_t, frames = est.shape[0], est.shape[-1]

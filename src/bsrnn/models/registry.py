@@ -1,8 +1,9 @@
 """The registry of architectures: a ``src_mod`` preset names its architecture with ``arch``.
 
 Adding an architecture: one module (a :class:`~bsrnn.models.base.ModelConfig` subclass and a
-:class:`~bsrnn.models.base.SeparationModel` subclass), one preset in ``conf/src_mod/``, and one
-line in :data:`ARCHITECTURES` below.
+:class:`~bsrnn.models.base.SeparationModel` subclass, and the readers of any foreign checkpoint
+format beside it), one preset in ``conf/src_mod/``, and one line in :data:`ARCHITECTURES`
+below.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bsrnn.errors import ConfigError
+from bsrnn.models import bsrnn_checkpoints
 from bsrnn.models.base import ModelConfig, SeparationModel
 from bsrnn.models.bsrnn import BSRNN, BSRNNConfig
+from bsrnn.models.foreign import ForeignFormat
 
 #: The architecture of a preset without an ``arch`` key.
 DEFAULT_ARCH = "bsrnn"
@@ -21,14 +24,16 @@ DEFAULT_ARCH = "bsrnn"
 
 @dataclass(frozen=True)
 class Architecture:
-    """An architecture: its typed options and its network class (``model(config)``)."""
+    """An architecture: its typed options, its network class (``model(config)``) and the
+    foreign checkpoint formats it reads (:class:`~bsrnn.models.foreign.ForeignFormat`)."""
 
     config: type[ModelConfig]
     model: type[SeparationModel]
+    foreign_formats: tuple[ForeignFormat, ...] = ()
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "bsrnn": Architecture(BSRNNConfig, BSRNN),
+    "bsrnn": Architecture(BSRNNConfig, BSRNN, bsrnn_checkpoints.FOREIGN_FORMATS),
 }
 
 
@@ -57,6 +62,11 @@ def build_model(options: Mapping[str, Any] | ModelConfig) -> SeparationModel:
         raise ConfigError(f"no registered architecture takes a {type(options).__name__}")
     arch, config = model_config(options)
     return architecture(arch).model(config)
+
+
+def foreign_formats() -> list[ForeignFormat]:
+    """Every foreign checkpoint format of the registered architectures."""
+    return [f for spec in ARCHITECTURES.values() for f in spec.foreign_formats]
 
 
 def arch_name(model: SeparationModel) -> str:

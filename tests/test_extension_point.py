@@ -1,0 +1,102 @@
+"""The extension point, tested as a newcomer would use it: a toy architecture
+(``tests/toy_arch/toy_mask.py``) with its preset (``tests/toy_arch/conf/src_mod/toy-mask.yaml``)
+and one registry line runs through train.py, the Separator, evaluate.py and inference.py,
+touching no other file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import evaluate as evaluate_script  # noqa: E402
+import inference as inference_script  # noqa: E402
+import train as train_script  # noqa: E402
+from bsrnn.checkpoints import load_model  # noqa: E402
+from bsrnn.cli import register_schemas  # noqa: E402
+from bsrnn.data.toy import ToyParams, generate_toy_dataset  # noqa: E402
+from bsrnn.models import ARCHITECTURES, Architecture  # noqa: E402
+from bsrnn.separator import Separator  # noqa: E402
+from tests.toy_arch.toy_mask import ToyMask, ToyMaskConfig  # noqa: E402
+
+TOY_CONF = REPO / "tests" / "toy_arch" / "conf"
+
+
+@pytest.fixture
+def toy_architecture(monkeypatch):
+    """The one registry line (``ARCHITECTURES["toy_mask"] = ...``), and the schemas of the
+    registered architectures for Hydra (as every entry script registers them)."""
+    monkeypatch.setitem(ARCHITECTURES, "toy_mask", Architecture(ToyMaskConfig, ToyMask))
+    register_schemas()
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose(
+            "config",
+            overrides=[f"hydra.searchpath=[file://{TOY_CONF}]", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.mark.slow
+def test_a_toy_architecture_trains_separates_evaluates_and_infers(toy_architecture, tmp_path):
+    data = tmp_path / "toy"
+    generate_toy_dataset(data, ToyParams(n_train=3, n_test=1, min_duration=3.0,
+                                         max_duration=3.5, seed=0), progress=False)  # fmt: skip
+    common = [
+        "dset=toy", f"dset.data_dir={data}", "dset.num_workers=0", f"out_dir={tmp_path / 'out'}",
+        "src_mod=toy-mask", "targets=[vocals,bass]", "eval.progress=false",
+    ]  # fmt: skip
+    result = train_script.train(compose_cfg(common + [
+        f"tb_dir={tmp_path / 'tb'}", "optim.max_epochs=1", "dset.validation_tracks=1",
+        "dset.samples_per_track=2", "dset.seq_duration=1.0", "dset.eval_seq_duration=1.5",
+        "trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    ]))  # fmt: skip
+    folder = tmp_path / "out" / "toy-mask"
+    assert result["best_path"] == folder / "separator.ckpt" and result["best_path"].is_file()
+    assert result["epochs"] == 1 and np.isfinite(result["metrics"]["val/loss"])
+    model = load_model(result["best_path"])
+    assert isinstance(model, ToyMask) and model.targets == ["vocals", "bass"]
+
+    # the Separator from the model folder alone: the checkpoint describes itself
+    separator = Separator.from_model_dir(folder)
+    assert separator.targets == ["vocals", "bass"]
+    mixture = torch.randn(1, 2, 30000)
+    stems = separator.separate(mixture[0])
+    with torch.no_grad():
+        direct = model(mixture).waveforms[0]
+    assert set(stems) == {"vocals", "bass"}
+    assert stems["vocals"].shape == (2, 30000)
+    torch.testing.assert_close(stems["bass"], direct[1], atol=2e-5, rtol=0)
+
+    # evaluate.py, from the preset and from model_dir
+    table = evaluate_script.run(compose_cfg(common)).table()
+    assert "vocals" in table and "bass" in table
+    by_dir = evaluate_script.run(compose_cfg(common + [f"model_dir={folder}"]))
+    assert by_dir.aggregate == pytest.approx(evaluate_script.run(compose_cfg(common)).aggregate)
+
+    # inference.py with model_dir: stems at the file's rate, channels and length
+    song = tmp_path / "song.wav"
+    sf.write(song, 0.1 * np.random.default_rng(0).standard_normal((22050, 1)), 22050)
+    written = inference_script.run(compose_cfg(common + [
+        f"model_dir={folder}", f"+file_path={song}", f"+rec_dir={tmp_path / 'stems'}",
+    ]))  # fmt: skip
+    for path in written.values():
+        audio, rate = sf.read(path, always_2d=True)
+        assert (rate, audio.shape) == (22050, (22050, 1))

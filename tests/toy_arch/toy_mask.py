@@ -1,0 +1,65 @@
+"""A toy architecture, as a newcomer would add one: a learned real mask per frequency bin and
+target over the mixture's STFT. It exists to test the extension point: it touches nothing
+outside this module, its preset (``conf/src_mod/toy-mask.yaml`` here) and one registry line.
+
+It declares its own STFT, takes any channel count, prefers 1 s chunks, and returns no STFTs
+(a tf-domain loss computes them from the waveforms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bsrnn.errors import ConfigError
+from bsrnn.models import ModelConfig, ModelOutput, SeparationModel, StftSpec
+
+
+@dataclass(frozen=True)
+class ToyMaskConfig(ModelConfig):
+    """``n_fft``/``hop``: the STFT; ``segment``: the chunk it prefers (samples)."""
+
+    n_fft: int = 256
+    hop: int = 64
+    segment: int = 44100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_fft < 16 or self.hop < 1:
+            raise ConfigError(f"invalid {self.where}.n_fft/hop: {self.n_fft}/{self.hop}")
+
+
+class ToyMask(SeparationModel):
+    """``mixture [B, C, T]`` -> ``waveforms [B, S, C, T]``: sigmoid(logit[s, f]) * STFT."""
+
+    def __init__(self, config: ToyMaskConfig) -> None:
+        super().__init__(config)
+        bins = config.n_fft // 2 + 1
+        self.logits = nn.Parameter(torch.zeros(len(config.targets), bins, 1))
+        self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
+
+    @property
+    def stft_spec(self) -> StftSpec:
+        return StftSpec(n_fft=self.config.n_fft, hop_length=self.config.hop)
+
+    @property
+    def audio_channels(self) -> int | None:
+        return None
+
+    @property
+    def segment_samples(self) -> int | None:
+        return self.config.segment
+
+    def forward(self, mixture: torch.Tensor) -> ModelOutput:
+        b, c, t = mixture.shape
+        n_fft, hop = self.config.n_fft, self.config.hop
+        spec = torch.stft(mixture.reshape(b * c, t), n_fft, hop, window=self.window,
+                          return_complex=True)  # fmt: skip
+        masked = spec[:, None] * torch.sigmoid(self.logits)  # [b*c, S, F, frames]
+        frames = masked.shape[-1]
+        wave = torch.istft(masked.reshape(-1, n_fft // 2 + 1, frames), n_fft, hop,
+                           window=self.window, length=t)  # fmt: skip
+        waves = wave.view(b, c, -1, t).transpose(1, 2)  # [b, S, c, t]
+        return ModelOutput(waveforms=waves)
