@@ -23,7 +23,7 @@ from bsrnn.audio import read_audio, write_audio
 from bsrnn.checkpoints import save_model
 from bsrnn.chunking import ChunkSettings
 from bsrnn.data import DataSettings
-from bsrnn.errors import SilentSourceError
+from bsrnn.errors import ConfigError, SilentSourceError
 from bsrnn.evaluation import EvalSettings, run_evaluation
 from bsrnn.metrics import load_museval_metrics
 from bsrnn.models import build_model
@@ -256,3 +256,39 @@ def test_missing_checkpoint_exits_with_one_line(setup, tmp_path):
         "(train the model first, or place the published checkpoint there; allow random weights "
         "only for pipeline checks)"
     )
+
+
+def test_model_dir_evaluates_a_folder_without_a_preset(setup, tmp_path):
+    """run_evaluation(model_dir=...): every stem of the folder's checkpoints, results beside
+    them, the model named after the folder; the same scores as through the preset."""
+    root = setup
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    for target in TARGETS:
+        (folder / f"{target}.ckpt").write_bytes((root / "out" / "bsrnn-tiny" / f"{target}.ckpt")
+                                                .read_bytes())  # fmt: skip
+    kwargs = dict(
+        data=DataSettings(data_dir=root / "data"),
+        settings=EvalSettings(progress=False, device="cpu", num_threads=1),
+        chunking=ChunkSettings(segment_len=1.0),
+        out_dir=tmp_path / "out",
+    )
+    result = run_evaluation(**kwargs, model_name="ignored", targets=None, model_dir=folder)
+    assert result.model == "my-model" and result.targets == TARGETS
+    assert (folder / "test_results_usdr.csv").exists()
+    assert "my-model" in (tmp_path / "out" / "test_results_usdr.csv").read_text()
+    want = evaluate(root, tmp_path / "preset")
+    assert flat(result.per_track) == pytest.approx(flat(want.per_track))
+    only = run_evaluation(**kwargs, model_name="x", targets=["bass"], model_dir=folder)
+    assert only.targets == ["bass"]
+
+
+def test_tta_and_wiener_settings_reach_the_separator_and_the_identity(setup, tmp_path):
+    result = evaluate(setup, tmp_path / "out", tta=True, wiener_iterations=1)
+    assert np.isfinite(flat(result.per_track)["track0/vocals"])
+    meta = next((tmp_path / "out" / "bsrnn-tiny").glob("test_results_usdr*.json"), None)
+    text = meta.read_text() if meta else ""
+    assert '"tta": true' in text and '"wiener_iterations": 1' in text
+    with pytest.raises(ConfigError, match="wiener_iterations"):
+        EvalSettings(wiener_iterations=-1)
+    assert EvalSettings(tta=True).separator_options()["tta"] is True

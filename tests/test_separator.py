@@ -140,3 +140,105 @@ def test_separator_without_lightning():
         "assert not any(m.split('.')[0] in ('lightning', 'pytorch_lightning') for m in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Model folders, channels, TTA, Wiener, separate_audio
+# --------------------------------------------------------------------------------------------
+def test_from_model_dir_loads_every_self_describing_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    simo = tiny("bass", "drums", "other", subtract_last_trgt=True)
+    vocals = tiny("vocals")
+    save_model(simo, tmp_path / "separator.ckpt")
+    save_model(vocals, tmp_path / "vocals.ckpt")
+    piano = tiny("piano", joint_bandsplit=True)
+    save_model(piano, tmp_path / "vocals-last.ckpt")  # training's last: not used
+    sep = Separator.from_model_dir(tmp_path)
+    assert sep.targets == ["vocals", "bass", "drums", "other"]  # the MUSDB order
+    assert set(sep.checkpoints) == {"bass, drums, other", "vocals"}
+    mixture = 0.1 * torch.randn(1, 2, 8000)
+    out = sep.separate_stacked(mixture)
+    with torch.no_grad():
+        torch.testing.assert_close(out[:, 0], vocals(mixture).waveforms[:, 0])
+        torch.testing.assert_close(out[:, 2], simo(mixture).waveforms[:, 1])
+    only = Separator.from_model_dir(tmp_path, ["drums"])
+    assert only.targets == ["drums"] and len(only.models) == 1
+    assert list(only.checkpoints) == ["bass, drums, other"]
+    with pytest.raises(CheckpointError, match=r"no model for piano.*vocals, bass, drums, other"):
+        Separator.from_model_dir(tmp_path, ["vocals", "piano"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        Separator.from_model_dir(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="model folder not found"):
+        Separator.from_model_dir(tmp_path / "nowhere")
+
+
+def test_channels_follow_each_model():
+    """A mono network separates each channel of a stereo mixture on its own; a stereo
+    network gets a mono mixture duplicated (and averaged back); the stems keep the input's
+    channels."""
+    torch.manual_seed(0)
+    mono = tiny("vocals", stereo="naive", nb_channels=1)
+    stereo = tiny("bass", stereo="naive", nb_channels=2)
+    assert (mono.audio_channels, stereo.audio_channels) == (1, 2)
+    sep = Separator([mono, stereo])
+    x2 = 0.1 * torch.randn(1, 2, 6000)
+    out = sep.separate_stacked(x2)
+    assert out.shape == (1, 2, 2, 6000)
+    with torch.no_grad():
+        for c in range(2):
+            want = mono(x2[:, c : c + 1]).waveforms[:, 0, 0]
+            torch.testing.assert_close(out[:, 0, c], want)
+        torch.testing.assert_close(out[:, 1], stereo(x2).waveforms[:, 0])
+        x1 = x2[:, :1]
+        out1 = sep.separate_stacked(x1)
+        assert out1.shape == (1, 2, 1, 6000)
+        want = stereo(x1.expand(1, 2, 6000)).waveforms[:, 0].mean(1, keepdim=True)
+        torch.testing.assert_close(out1[:, 1], want)
+
+
+def test_tta_averages_the_plain_swapped_and_inverted_passes():
+    torch.manual_seed(0)
+    model = tiny("vocals", "bass")
+    x = 0.1 * torch.randn(1, 2, 6000)
+    sep = Separator([model], tta=True)
+    with torch.no_grad():
+        plain = model(x).waveforms
+        swapped = model(x.flip(1)).waveforms.flip(2)
+        inverted = -model(-x).waveforms
+        torch.testing.assert_close(
+            sep.separate_stacked(x), (plain + swapped + inverted) / 3, atol=1e-6, rtol=1e-5
+        )
+        mono = x[:, :1]
+        want = (model(mono).waveforms - model(-mono).waveforms) / 2
+        torch.testing.assert_close(sep.separate_stacked(mono), want, atol=1e-6, rtol=1e-5)
+
+
+def test_wiener_filters_every_stem_of_the_models_then_picks():
+    from bsrnn.filtering import wiener_waveforms
+
+    torch.manual_seed(0)
+    model = tiny(*STEMS, subtract_last_trgt=True)
+    x = 0.1 * torch.randn(1, 2, 6000)
+    sep = Separator([model], targets=["drums"], wiener_iterations=1)
+    spec = model.stft_spec
+    with torch.no_grad():
+        want = wiener_waveforms(model(x).waveforms, x, spec.n_fft, spec.hop_length,
+                                spec.win_length, iterations=1)  # fmt: skip
+    out = sep.separate_stacked(x)
+    assert out.shape == (1, 1, 2, 6000)
+    torch.testing.assert_close(out[:, 0], want[:, 2], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="wiener_iterations"):
+        Separator([model], wiener_iterations=-1)
+
+
+def test_separate_audio_resamples_and_fits_the_length():
+    torch.manual_seed(0)
+    sep = Separator([tiny("vocals", "bass")])
+    audio = (0.1 * np.random.default_rng(0).standard_normal((1, 11025))).astype(np.float32)
+    stems = sep.separate_audio(audio, 22050)
+    assert stems.shape == (2, 1, 11025) and stems.dtype == np.float32
+    same_rate = sep.separate_audio(np.repeat(audio, 2, axis=0)[:, :5000], 44100)
+    with torch.no_grad():
+        want = sep.models[0](torch.from_numpy(np.repeat(audio, 2, 0)[:, :5000])[None]).waveforms
+    np.testing.assert_allclose(same_rate, want[0].numpy(), atol=1e-6)

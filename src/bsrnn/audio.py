@@ -18,7 +18,15 @@ import soxr
 from bsrnn.errors import AudioError
 from bsrnn.files import atomic_path
 
-__all__ = ["AudioError", "AudioInfo", "audio_info", "read_audio", "resample", "write_audio"]
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "audio_info",
+    "fit_length",
+    "read_audio",
+    "resample",
+    "write_audio",
+]
 
 
 @dataclass(frozen=True)
@@ -103,3 +111,12 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         return np.asarray(audio, dtype=np.float32)
     out = soxr.resample(np.asarray(audio, dtype=np.float32).T, orig_sr, target_sr, quality="HQ")
     return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
+    """Crop or zero-pad the last axis of ``audio [..., t]`` to ``n`` samples (museval pads and
+    truncates estimates likewise)."""
+    if audio.shape[-1] >= n:
+        return audio[..., :n]
+    pad = [(0, 0)] * (audio.ndim - 1) + [(0, n - audio.shape[-1])]
+    return np.pad(audio, pad)

@@ -290,10 +290,10 @@ def separate_in_chunks(
     sample_rate: int,
     chunking: ChunkSettings = DEFAULT_CHUNKING,
     device: torch.device | str | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> torch.Tensor:
     """Separate a whole track chunk by chunk, as ``chunking`` says (see the module's
-    documentation).
+    documentation). ``progress``: a bar over the chunks (a string: the bar's label).
 
     ``fn`` maps a mixture chunk ``[n, C, t]`` (on ``device``; default: the mixture's) to
     estimates ``[n, S, C, t]``. ``mixture`` is ``[B, C, T]`` at ``sample_rate``; returns
@@ -354,7 +354,7 @@ def _accumulate(
     normalise: bool,
     device: torch.device,
     per_pass: int,
-    progress: bool,
+    progress: bool | str,
 ) -> torch.Tensor:
     """Sum of the weighted chunk outputs (divided by the summed weights if ``normalise``)."""
     batch, channels, n = mixture.shape
@@ -362,7 +362,8 @@ def _accumulate(
     out: torch.Tensor | None = None
     # Running weight: out[..., :done] is final; wsum holds the summed weights from `done` on.
     done, wsum = 0, torch.zeros(0)
-    bar = tqdm(total=len(chunks), desc="chunks", unit="chunk", disable=not progress, leave=False)
+    label = progress if isinstance(progress, str) else "chunks"
+    bar = tqdm(total=len(chunks), desc=label, unit="chunk", disable=not progress, leave=False)
     try:
         for g, group in enumerate(groups):
             first = chunks[group[0]]

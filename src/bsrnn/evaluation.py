@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bsrnn.audio import resample, write_audio
+from bsrnn.audio import fit_length, write_audio
 from bsrnn.chunking import ChunkSettings
 from bsrnn.data import DataSettings, Track, read_track_audio
 from bsrnn.errors import ConfigError, SilentSourceError, reject_unknown_keys
@@ -41,7 +41,7 @@ from bsrnn.metrics import (
 )
 from bsrnn.paths import checkpoint_path
 from bsrnn.results import EvalResult, ResultsFile, file_digest, update_summary
-from bsrnn.runtime import set_num_threads
+from bsrnn.runtime import PRECISIONS, set_num_threads
 from bsrnn.separator import Separator
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,13 @@ class EvalSettings:
     seconds, ``museval_backend`` ``fast`` (exact, without the distortion filters) or
     ``package`` (museval's own bss_eval, slow); ``strict``: a track museval refuses (a silent
     source) is an error instead of being excluded (and listed) from the aggregate.
-    Running: ``device``, ``precision`` (``fp32``/``bf16``), ``num_threads`` (null: all
-    physical cores), ``num_workers`` processes over tracks, ``progress`` bars.
+    Running: ``device``, ``precision`` (``fp32``/``bf16``; ``auto``: bf16 only where a probe of
+    the model shows it faster on this machine), ``num_threads`` (null: all physical cores),
+    ``num_workers`` processes over tracks, ``progress`` bars.
+    Separation: ``tta`` (average of the plain, channel-swapped and polarity-inverted passes),
+    ``wiener_iterations`` (multichannel Wiener filter EM iterations; 0: none),
+    ``wiener_residual`` (an extra residual source in the filter), ``wiener_softmask`` (the
+    filter starts from ratio masks; with 0 iterations: ratio masks alone).
     What: ``subset`` of the dataset, ``baseline`` (null: the model; ``mixture``: the mixture as
     every estimate), ``allow_random_weights`` (pipeline checks only), ``rec_dir`` (write the
     estimates), ``resume`` (skip tracks already scored), ``verbose_per_track``.
@@ -84,9 +89,25 @@ class EvalSettings:
     rec_dir: str | None = None
     resume: bool = True
     verbose_per_track: bool = True
+    tta: bool = False
+    wiener_iterations: int = 0
+    wiener_residual: bool = False
+    wiener_softmask: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sdr_type", normalize_sdr_type(self.sdr_type))
+        precision = str(self.precision).strip().lower()
+        if precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown eval.precision={self.precision!r}: expected one of "
+                f"{', '.join(PRECISIONS)}"
+            )
+        object.__setattr__(self, "precision", precision)
+        w = self.wiener_iterations
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise ConfigError(
+                f"eval.wiener_iterations must be an integer >= 0 (0: no Wiener filter), got {w!r}"
+            )
         if self.museval_backend not in BACKENDS:
             raise ConfigError(
                 f"unknown eval.museval_backend={self.museval_backend!r}: expected one of "
@@ -107,6 +128,25 @@ class EvalSettings:
                 "must be >= 0"
             )
 
+    def separator_options(self) -> dict[str, Any]:
+        """The :class:`~bsrnn.separator.Separator` keyword arguments these settings give:
+        device, precision, TTA and the Wiener filter."""
+        return {
+            "device": self.device,
+            "precision": self.precision,
+            "tta": self.tta,
+            "wiener_iterations": self.wiener_iterations,
+            "wiener_residual": self.wiener_residual,
+            "wiener_softmask": self.wiener_softmask,
+        }
+
+    def separation_identity(self) -> dict[str, Any]:
+        """The separation options that differ from the defaults (what a results file must
+        record beside the chunking: TTA and the Wiener filter)."""
+        default = EvalSettings()
+        keys = ("tta", "wiener_iterations", "wiener_residual", "wiener_softmask")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) != getattr(default, k)}
+
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> EvalSettings:
         """From the ``eval`` config (its chunking keys belong to ChunkSettings)."""
@@ -125,19 +165,15 @@ class Estimator(Protocol):
 
 
 class SeparatorEstimator:
-    """Runs a :class:`~bsrnn.separator.Separator`, resampling to and from the model's rate."""
+    """Runs a :class:`~bsrnn.separator.Separator` (:meth:`~bsrnn.separator.Separator.
+    separate_audio`: resampling to and from the model's rate, channels, length)."""
 
     def __init__(self, separator: Separator) -> None:
         self.separator = separator
         self.targets = list(separator.targets)
 
     def __call__(self, mixture: np.ndarray, sample_rate: int) -> np.ndarray:
-        rate = self.separator.sample_rate
-        x = resample(mixture, sample_rate, rate)
-        y = self.separator.separate_stacked(torch.from_numpy(x)[None])[0].numpy()  # [S, C, t]
-        if rate != sample_rate:
-            y = np.stack([resample(est, rate, sample_rate) for est in y])
-        return _fit_length(y, mixture.shape[-1])
+        return self.separator.separate_audio(mixture, sample_rate)
 
 
 class MixtureEstimator:
@@ -148,14 +184,6 @@ class MixtureEstimator:
 
     def __call__(self, mixture: np.ndarray, sample_rate: int) -> np.ndarray:
         return np.repeat(mixture[None].astype(np.float32), len(self.targets), axis=0)
-
-
-def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
-    """Crop or zero-pad the last axis to ``n`` (museval pads/truncates estimates likewise)."""
-    if y.shape[-1] >= n:
-        return y[..., :n]
-    pad = [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])]
-    return np.pad(y, pad)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +203,7 @@ def score_track(
     source has no cSDR (museval refuses it): NaN for every source with a warning (the results
     list the track as excluded), or a SilentSourceError with ``settings.strict``.
     """
-    estimates = _fit_length(estimates, references.shape[-1])
+    estimates = fit_length(estimates, references.shape[-1])
     if settings.sdr_type == USDR:
         return usdr(references, estimates)
     win = int(settings.sdr_win * sample_rate)
@@ -304,9 +332,10 @@ def run_evaluation(
     chunking: ChunkSettings,
     out_dir: str | os.PathLike,
     model_name: str,
-    targets: Sequence[str],
+    targets: Sequence[str] | None,
     model_options: Mapping[str, Any] | None = None,
     seed: int | None = None,
+    model_dir: str | os.PathLike | None = None,
 ) -> EvalResult:
     """The whole test-set evaluation of ``evaluate.py``.
 
@@ -315,16 +344,36 @@ def run_evaluation(
     estimate, under the model name ``mixture``), writes per-track scores to
     ``<out_dir>/<model>/test_results_<type>.csv`` (resumable) and the aggregate to
     ``<out_dir>/test_results_<type>.csv``.
+
+    ``model_dir``: a folder of self-describing checkpoints instead
+    (:meth:`~bsrnn.separator.Separator.from_model_dir`, no preset needed; ``targets`` None or
+    empty: every stem it provides); the model is named after the folder, its per-track scores
+    go to ``<model_dir>/test_results_<type>.csv``.
     """
-    targets = list(targets)
-    if not targets:
+    targets = list(targets or [])
+    if not targets and (model_dir is None or settings.baseline is not None):
         raise ConfigError("no targets to evaluate (targets=[...])")
     threads = set_num_threads(settings.num_threads)
     tracks = data.tracks(settings.subset)
     identity: dict[str, Any] = {"chunking": chunking.to_mapping(), "mixture": data.mixture}
+    identity.update(settings.separation_identity())
+    results_dir = Path(out_dir) / model_name
     if settings.baseline is not None:
         model_name, identity = settings.baseline, {"mixture": data.mixture}
+        results_dir = Path(out_dir) / model_name
         estimator: Estimator = MixtureEstimator(targets)
+    elif model_dir is not None:
+        results_dir = Path(model_dir)
+        model_name = results_dir.resolve().name
+        separator = Separator.from_model_dir(
+            model_dir, targets or None, chunking=chunking, **settings.separator_options()
+        )
+        targets = list(separator.targets)
+        identity["precision"] = separator.precision
+        identity["checkpoints"] = {
+            key: file_digest(path) for key, path in separator.checkpoints.items()
+        }
+        estimator = SeparatorEstimator(separator)
     else:
         ckpt_dir = Path(out_dir) / model_name
         if seed is not None:
@@ -335,8 +384,7 @@ def run_evaluation(
             model_options=model_options,
             allow_random=settings.allow_random_weights,
             chunking=chunking,
-            device=settings.device,
-            precision=settings.precision,
+            **settings.separator_options(),
         )
         identity["precision"] = separator.precision
         identity["checkpoints"] = {
@@ -355,9 +403,7 @@ def run_evaluation(
         data_dir=str(Path(data.data_dir).resolve()),
         subset=settings.subset,
     )
-    results = ResultsFile(
-        Path(out_dir) / model_name / f"test_results_{kind}.csv", targets, identity
-    )
+    results = ResultsFile(results_dir / f"test_results_{kind}.csv", targets, identity)
     log.info(
         "evaluating %s on %d %s track(s) of %s: %s, targets %s, %d thread(s)",
         model_name,
