@@ -16,7 +16,7 @@ import torch
 
 from bsrnn.checkpoints import save_model
 from bsrnn.models import build_model
-from bsrnn.separate import main
+from bsrnn.separate import main, track_names
 
 REPO = Path(__file__).resolve().parents[1]
 STEMS = ["vocals", "bass", "drums", "other"]
@@ -151,3 +151,15 @@ def test_python_dash_m_runs_the_command(files):
     )  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("bsrnn-separate: error: model")
+
+
+def test_track_names_stay_apart():
+    files = [Path("a.mp3"), Path("x/a.wav"), Path("s1/mixture.wav"), Path("s2/mixture.wav"),
+             Path("b.flac")]  # fmt: skip
+    assert track_names(files) == {
+        Path("a.mp3"): "a",
+        Path("x/a.wav"): "x-a",
+        Path("s1/mixture.wav"): "s1-mixture",
+        Path("s2/mixture.wav"): "s2-mixture",
+        Path("b.flac"): "b",
+    }

@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wiener-residual", action="store_true", help="add a residual source to the Wiener filter"
     )
+    p.add_argument(
+        "--wiener-softmask",
+        action="store_true",
+        help="start the Wiener filter from ratio masks (with --wiener 0: ratio masks alone)",
+    )
     p.add_argument("--force", action="store_true", help="redo files whose stems exist")
     p.add_argument(
         "--list-models",
@@ -255,11 +260,28 @@ def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
 
 
 def track_names(files: Sequence[Path]) -> dict[Path, str]:
-    """Output folder name per input: its stem, with the suffix added where two share one."""
-    stems: dict[str, int] = {}
-    for f in files:
-        stems[f.stem] = stems.get(f.stem, 0) + 1
-    return {f: f.stem if stems[f.stem] == 1 else f"{f.stem}_{f.suffix.lstrip('.')}" for f in files}
+    """Output folder name per input: its stem; where stems collide (``a.mp3`` and ``a.wav``,
+    or ``song1/mixture.wav`` and ``song2/mixture.wav``), the parent folder's name is prefixed,
+    then the suffix appended, then a number."""
+
+    def name(f: Path, level: int) -> str:
+        parts = [f.parent.name, f.stem] if level >= 1 and f.parent.name else [f.stem]
+        if level >= 2:
+            parts.append(f.suffix.lstrip("."))
+        return "-".join(p for p in parts if p)
+
+    names: dict[Path, str] = {}
+    for level in range(3):
+        counts: dict[str, int] = {}
+        for f in files:
+            key = name(f, level)
+            counts[key] = counts.get(key, 0) + 1
+        for f in files:
+            if f not in names and counts[name(f, level)] == 1:
+                names[f] = name(f, level)
+    for i, f in enumerate(files):
+        names.setdefault(f, f"{name(f, 2)}-{i}")
+    return {f: names[f] for f in files}
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,7 +297,6 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bsrnn.audio import AudioError
     from bsrnn.chunking import ChunkSettings
     from bsrnn.runtime import set_num_threads
     from bsrnn.separator import Separator, output_subtype, separate_file
@@ -306,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         wiener_iterations=args.wiener,
         wiener_residual=args.wiener_residual,
+        wiener_softmask=args.wiener_softmask,
     )
     out = args.out if args.out is not None else Path("separated") / model_dir.resolve().name
     extras = [x for x, on in (("TTA", args.tta), (f"Wiener x{args.wiener}", args.wiener)) if on]
@@ -335,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
                 ext=args.fmt,
                 subtype=subtype,
             )
-        except AudioError as err:
+        except BsrnnError as err:  # unreadable audio, a stem folder that is a file...
             failed += 1
             _say(f"{PROG}: failed: {_one_line(err)}", err=True)
             continue
