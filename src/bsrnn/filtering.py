@@ -163,8 +163,8 @@ def wiener_waveforms(
     (Hann window of ``win_length``, centred, reflect padding: a model's ``stft_spec``); the
     estimates' magnitudes are the source spectrograms of :func:`wiener` (open-unmix's
     separator does the same with its model's magnitudes), which runs on windows of at most
-    ``window_frames`` frames (None: all frames at once), each on its own statistics; the
-    filtered STFTs go back to waveforms of ``n`` samples. Returns ``[B, S, C, n]`` float32
+    ``window_frames`` frames (None: all frames at once; the windows are made equal), each on
+    its own statistics; the filtered STFTs go back to waveforms of ``n`` samples. Returns ``[B, S, C, n]`` float32
     (the residual source, if any, is dropped).
     """
     if estimates.dim() != 4 or mixture.dim() != 3 or estimates.shape[0] != mixture.shape[0]:
@@ -198,7 +198,8 @@ def wiener_waveforms(
         x = stft(mixture[b]).permute(2, 1, 0)  # [T, F, C]
         v = stft(estimates[b]).abs().permute(3, 2, 1, 0)  # [T, F, C, S]
         frames = x.shape[0]
-        step = window_frames or frames
+        count = -(-frames // window_frames) if window_frames else 1
+        step = -(-frames // count)  # windows of equal length: no short remainder
         y = torch.empty((*x.shape, sources), dtype=dtype, device=x.device)
         for pos in range(0, frames, step):
             t = slice(pos, min(frames, pos + step))

@@ -359,8 +359,8 @@ class Separator(nn.Module):
 
     def _wiener_window(self, hop: int) -> int:
         """Frames per Wiener window: a whole chunk (12 s at most without chunking)."""
-        seg = self.chunking.segment_len
-        seconds = 12.0 if seg is None else seg * (1 + self.chunking.overlap) + 1.0
+        seg = self.chunking.segment_len  # the reference's later chunks: (1 + 2 overlap) seg
+        seconds = 12.0 if seg is None else seg * (1 + 2 * self.chunking.overlap) + 2.0
         return int(seconds * self.sample_rate / hop) + 1
 
     @property
