@@ -303,3 +303,16 @@ def test_training_precision_passes_through(
 def test_training_precision_unknown_is_config_error() -> None:
     with pytest.raises(ConfigError, match=r"trainer\.precision='fp8'.*32-true"):
         runtime.training_precision("fp8", "cpu")
+
+
+def test_inference_precision_auto_is_left_to_the_probe(no_bf16_cpu: None) -> None:
+    """``auto`` needs the model: inference_precision passes it on for auto_precision."""
+    assert runtime.inference_precision("auto", CPU) == "auto"
+    assert "auto" in runtime.PRECISIONS
+
+
+def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert runtime.cache_dir() == tmp_path / "bsrnn"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert runtime.cache_dir() == Path.home() / ".cache" / "bsrnn"
