@@ -21,8 +21,8 @@ K = bands, D = ``dim``, S = stems, H = heads, d = ``dim_head``):
       -> final RMSNorm (BS; Mel normalises each transformer's output instead)
       -> per stem, per band: MLP (Tanh) + GLU       complex masks [B, S, T, F, C]
          (Mel: masks of overlapping bands summed and divided by the bands per bin)
-      -> mask * mixture STFT, DC bin zeroed (``zero_dc``) -> iSTFT
-      -> waveforms [B, S, C, samples]
+      -> mask * mixture STFT, DC bin zeroed (``zero_dc``)  stfts [B, S, C, F, T]
+      -> iSTFT                                      waveforms [B, S, C, samples]
 
 Every transformer layer is pre-norm attention (RMSNorm, one projection to q, k, v, rotary
 position embedding on q and k, softmax attention, a sigmoid gate per head) then a feed-forward
@@ -116,6 +116,9 @@ class RoformerConfig(ModelConfig):
 
     #: Which MSST model this is (``bs_roformer`` / ``mel_band_roformer``).
     msst_model_type: ClassVar[str] = ""
+    #: MSST's loss (L1 on the waveform + the multi-resolution STFT term) unless
+    #: ``optim.loss_domain`` says otherwise.
+    default_loss_domain: ClassVar[str] = "t+mrstft"
 
     def __post_init__(self) -> None:
         w = self.where
@@ -419,6 +422,19 @@ def _maybe_checkpoint(enabled: bool, fn: Callable, *args: torch.Tensor) -> torch
     return fn(*args)
 
 
+class StackedLinear(nn.Module):
+    """``count`` Linear(size_in, size_out) layers applied to ``count`` inputs at once.
+    ``[count, N, size_in] -> [count, N, size_out]``."""
+
+    def __init__(self, count: int, size_in: int, size_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(_uniform_(torch.empty(count, size_out, size_in), size_in))
+        self.bias = nn.Parameter(_uniform_(torch.empty(count, 1, size_out), size_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight.transpose(1, 2))
+
+
 class RMSNorm(nn.Module):
     """``normalize(x, dim=-1) * sqrt(dim) * gamma``. ``[..., dim] -> [..., dim]``."""
 
@@ -430,6 +446,11 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) * (self.gamma * self.scale)
 
+    def folded(self, weight: torch.Tensor) -> torch.Tensor:
+        """A following Linear's ``weight [out, dim]`` with the gain applied: ``linear(
+        normalize(x), folded(W)) == linear(self(x), W)`` with one pass less over ``x``."""
+        return weight * (self.gamma * self.scale)
+
 
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding as rotary-embedding-torch (theta 10000, interleaved pairs):
@@ -437,7 +458,8 @@ class RotaryEmbedding(nn.Module):
 
     ``freqs`` is a persistent buffer (MSST stores it once per attention layer: the time
     transformers share one module, the frequency transformers another). Positions are exact
-    float32 integers.
+    float32 integers (rotary-embedding-torch makes them in the input's dtype: under bf16
+    autocast it rounds positions above 256).
     """
 
     def __init__(self, dim: int, theta: float = 10000.0) -> None:
@@ -445,28 +467,37 @@ class RotaryEmbedding(nn.Module):
         freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
         self.register_buffer("freqs", freqs)
 
-    def cos_sin(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``cos`` and signed ``sin`` ``[n, dim]`` (float32) for positions ``0..n-1``; the
-        sign makes ``x * cos + swap_pairs(x) * sin`` equal ``x * cos + rotate_half(x) * sin``."""
-        freqs = self.freqs.float()
-        angles = torch.arange(n, device=device, dtype=torch.float32)[:, None] * freqs
-        angles = angles.repeat_interleave(2, dim=-1)  # [n, dim]
-        sin = angles.sin().view(n, -1, 2) * torch.tensor([-1.0, 1.0], device=device)
-        return angles.cos(), sin.view(n, -1)
+    def rotation(self, n: int, device: torch.device) -> torch.Tensor:
+        """``exp(i * p * freqs)`` ``[n, dim / 2]`` (complex64) for positions ``p = 0..n-1``
+        (one per pair of features)."""
+        angles = torch.arange(n, device=device, dtype=torch.float32)[:, None] * self.freqs.float()
+        return torch.polar(torch.ones_like(angles), angles)
 
     @staticmethod
-    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """``[..., n, dim]`` rotated (in float32 at least, returned in ``x``'s dtype)."""
-        swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x2) -> (x2, x1)
-        return (x * cos + swapped * sin).to(x.dtype)
+    def rotate(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+        """Queries or keys ``x [N, L, h, d]`` (any strides) rotated pair by pair,
+        ``(x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)``, i.e. ``x * cos + rotate_half(x) *
+        sin``, as one complex product with ``rotation [L, d / 2]`` (in float32, returned in
+        ``x``'s dtype) -> ``[N, h, L, d]`` (contiguous without autograd: SDPA reads it faster;
+        a strided view with it)."""
+        pairs = x.float().unflatten(-1, (-1, 2))
+        if pairs.storage_offset() % 2 or any(st % 2 for st in pairs.stride()[:-1]):
+            pairs = pairs.contiguous()
+        pairs_c = torch.view_as_complex(pairs).transpose(1, 2)  # [N, h, L, d/2]
+        if torch.is_grad_enabled() and pairs_c.requires_grad:
+            rotated = pairs_c * rotation
+        else:
+            rotated = torch.empty(pairs_c.shape, dtype=pairs_c.dtype, device=pairs_c.device)
+            torch.mul(pairs_c, rotation, out=rotated)
+        return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------
 # Transformers (MSST's parameter names)
 # --------------------------------------------------------------------------------------------
-class FeedForward(nn.Sequential):
+class FeedForward(nn.Module):
     """RMSNorm -> Linear(dim, 4 dim) -> GELU -> Linear(4 dim, dim) (dropout after both).
-    ``[..., dim] -> [..., dim]``."""
+    ``[..., dim] -> [..., dim]``. The norm's gain is applied to the first Linear's weight."""
 
     def __init__(self, dim: int, dropout: float, mult: int = 4) -> None:
         super().__init__()
@@ -480,15 +511,18 @@ class FeedForward(nn.Sequential):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        norm, inner, _, inner_drop, outer, outer_drop = self.net
+        x = F.linear(F.normalize(x, dim=-1), norm.folded(inner.weight), inner.bias)
+        return outer_drop(outer(inner_drop(F.gelu(x))))
 
 
 class Attention(nn.Module):
     """Gated multi-head self-attention with rotary positions. ``[N, L, dim] -> [N, L, dim]``
     (N sequences of L tokens).
 
-    RMSNorm -> ``to_qkv`` (no bias) and ``to_gates`` (one gate per head) in one matmul ->
-    rotary embedding on q and k -> SDPA -> ``* sigmoid(gate)`` -> ``to_out`` (no bias).
+    RMSNorm -> ``to_qkv`` (no bias) -> rotary embedding on q and k (one complex product
+    each) -> SDPA -> ``* sigmoid(to_gates(x))`` (one gate per head, x the normed input) ->
+    ``to_out`` (no bias).
     """
 
     def __init__(
@@ -506,17 +540,19 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, _ = x.shape
         h, d = self.heads, self.dim_head
-        x = self.norm(x)
-        weight = torch.cat((self.to_qkv.weight, self.to_gates.weight))
-        bias = F.pad(self.to_gates.bias, (3 * h * d, 0))
-        qkvg = F.linear(x, weight, bias)  # [N, L, 3*h*d + h]
-        qkv = qkvg[..., : 3 * h * d].unflatten(-1, (3, h, d)).permute(2, 0, 3, 1, 4)
-        cos, sin = self.rotary_embed.cos_sin(length, x.device)
-        qk = RotaryEmbedding.rotate(qkv[:2], cos, sin)  # [2, N, h, L, d]
+        x = F.normalize(x, dim=-1)  # RMSNorm, its gain applied to the projections' weights
+        # q, k, v as three matmuls: on CPU, three outputs of h*d columns are faster than one
+        # of 3*h*d (cache blocking)
+        q, k, v = (F.linear(x, w) for w in self.norm.folded(self.to_qkv.weight).chunk(3))
+        rotation = self.rotary_embed.rotation(length, x.device)  # [L, d/2]
+        q = RotaryEmbedding.rotate(q.unflatten(-1, (h, d)), rotation)  # [N, h, L, d]
+        k = RotaryEmbedding.rotate(k.unflatten(-1, (h, d)), rotation)
+        v = v.unflatten(-1, (h, d)).transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            qk[0], qk[1], qkv[2], dropout_p=self.dropout if self.training else 0.0
+            q, k, v, dropout_p=self.dropout if self.training else 0.0
         )  # [N, h, L, d]
-        gates = qkvg[..., 3 * h * d :].sigmoid()  # [N, L, h]
+        gates = F.linear(x, self.norm.folded(self.to_gates.weight), self.to_gates.bias)
+        gates = gates.sigmoid()  # [N, L, h]
         out = out.transpose(1, 2) * gates.unsqueeze(-1)  # [N, L, h, d]
         return self.to_out(out.reshape(n, length, h * d))
 
@@ -686,19 +722,6 @@ class BandSplit(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Mask estimators
 # --------------------------------------------------------------------------------------------
-class StackedLinear(nn.Module):
-    """``count`` Linear(size_in, size_out) layers applied to ``count`` inputs at once.
-    ``[count, N, size_in] -> [count, N, size_out]``."""
-
-    def __init__(self, count: int, size_in: int, size_out: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(_uniform_(torch.empty(count, size_out, size_in), size_in))
-        self.bias = nn.Parameter(_uniform_(torch.empty(count, 1, size_out), size_in))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight.transpose(1, 2))
-
-
 class MaskEstimator(nn.Module):
     """One stem's masks: per band an MLP (``layers`` linear layers, Tanh between, hidden
     ``dim * mlp_expansion_factor``) to ``2 * size`` values, then GLU -> ``size`` mask values.
@@ -810,9 +833,9 @@ class Roformer(SeparationModel):
             if self.config.skip_connection:
                 for earlier in store:
                     x = x + earlier
-            x = x.transpose(1, 2).reshape(b * k, t, d)  # sequences of frames
+            x = x.transpose(1, 2).contiguous().view(b * k, t, d)  # sequences of frames
             x = _maybe_checkpoint(ckpt, time_tf, x)
-            x = x.view(b, k, t, d).transpose(1, 2).reshape(b * t, k, d)  # sequences of bands
+            x = x.view(b, k, t, d).transpose(1, 2).contiguous().view(b * t, k, d)  # of bands
             x = _maybe_checkpoint(ckpt, freq_tf, x).view(b, t, k, d)
             if self.config.skip_connection:
                 store.append(x)
@@ -825,7 +848,7 @@ class Roformer(SeparationModel):
         x = x.reshape(b * t, k, d).transpose(0, 1).contiguous()  # [K, B*T, D]
         masks = []
         for estimator in self.mask_estimators:
-            mask = _maybe_checkpoint(ckpt, estimator, x)  # [B*T, sum of sizes], group order
+            mask = _maybe_checkpoint(ckpt, estimator, x).float()  # [B*T, sizes], group order
             if not (groups.in_order and groups.disjoint):  # Mel: sum overlapping bands' masks
                 mask = x.new_zeros(b * t, self.n_cols).index_add_(1, groups.all_cols, mask)
             if not groups.disjoint:  # ... and divide by the bands per bin
@@ -854,7 +877,7 @@ class Roformer(SeparationModel):
         x = self._blocks(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        masks = self._masks(x).float()  # [B, S, T, F*C*2]
+        masks = self._masks(x)  # [B, S, T, F*C*2] float32
 
         stems = masks.shape[1]
         masks = torch.view_as_complex(masks.view(batch, stems, frames, n_bins, channels, 2))
@@ -864,7 +887,7 @@ class Roformer(SeparationModel):
             est = est.index_fill(3, torch.zeros(1, dtype=torch.long, device=est.device), 0)
         length = n_samples if (not self.mel or c.match_input_audio_length) else None
         wave = torch.istft(est.reshape(-1, n_bins, frames), **kwargs, length=length)
-        return ModelOutput(waveforms=wave.view(batch, stems, channels, -1), stfts=None)
+        return ModelOutput(waveforms=wave.view(batch, stems, channels, -1), stfts=est)
 
 
 class BSRoformer(Roformer):

@@ -368,15 +368,14 @@ def _check_keys(
 
 
 def _shape_option(key: str, model: Roformer) -> str:
-    """The option most likely behind a shape mismatch of ``key``."""
-    if key.startswith("band_split.") or (key.startswith("mask_estimators.") and "out" in key):
-        return f"{'num_bands' if model.mel else 'freqs_per_bands'} / stereo / dim"
+    """The option(s) most likely behind a shape mismatch of ``key``."""
+    bands = "num_bands" if model.mel else "freqs_per_bands"
+    if key.startswith("band_split."):
+        return f"{bands} / stereo / dim"
     if key.startswith("mask_estimators."):
-        return "dim / mlp_expansion_factor"
+        return f"dim / mlp_expansion_factor / {bands} / stereo"
     if key.endswith("rotary_embed.freqs"):
         return "dim_head"
-    if "to_qkv" in key or "to_out" in key or "to_gates" in key or "temperature" in key:
+    if any(part in key for part in ("to_qkv", "to_out", "to_gates", "temperature")):
         return "dim / heads / dim_head"
-    if key.endswith("to_freqs") or ".0.0." in key:
-        return "dim"
     return "dim"
