@@ -310,9 +310,9 @@ def test_reader_names_the_disagreeing_option(tmp_path, case, changes, option):
 
 @needs_fixtures
 def test_reader_names_the_architecture(tmp_path):
-    for case, drop, add, name in [
-        ("mel-stereo-4stems", "num_bands", {}, "Mel-RoFormer"),  # read as BS
-        ("bs-stereo-1stem", "freqs_per_bands", {"num_bands": 62}, "BS-RoFormer"),  # as Mel
+    for case, drop, add, name, model_type in [
+        ("mel-stereo-4stems", "num_bands", {}, "Mel-RoFormer", "bs_roformer"),
+        ("bs-stereo-1stem", "freqs_per_bands", {"num_bands": 62}, "BS-RoFormer", None),
     ]:
         data = read_msst_yaml(FIXTURES / f"{case}.yaml")
         model = dict(data["model"], **add)
@@ -320,7 +320,7 @@ def test_reader_names_the_architecture(tmp_path):
         path = tmp_path / f"{case}-other-arch.yaml"
         path.write_text(yaml.safe_dump(dict(data, model=model)))
         with pytest.raises(CheckpointError, match=rf"{name}.*src_mod\.arch"):
-            load_msst_model(path, FIXTURES / f"{case}.ckpt")
+            load_msst_model(path, FIXTURES / f"{case}.ckpt", model_type=model_type)
 
 
 @needs_fixtures
@@ -405,3 +405,19 @@ def test_num_stems_follows_targets():
 def test_mse_with_multi_resolution_loss_is_an_error():
     with pytest.raises(ConfigError, match="loss_type"):
         SeparationLoss("MSE", "t+mrstft")
+
+
+@needs_fixtures
+def test_reader_takes_prefixed_keys_without_rotary_freqs_and_infers_mel(tmp_path):
+    case = "mel-stereo-4stems"
+    state = torch.load(FIXTURES / f"{case}.ckpt", weights_only=True)
+    state = {f"module.{k}": v for k, v in state.items() if not k.endswith("rotary_embed.freqs")}
+    torch.save(state, tmp_path / "model.ckpt")
+    data = read_msst_yaml(FIXTURES / f"{case}.yaml")
+    data["model"].pop("num_bands")  # MSST's default, 60: the checkpoint tells Mel from BS
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(data))
+    model = load_msst_model(tmp_path / "model.yaml", tmp_path / "model.ckpt")
+    assert isinstance(model, MelRoformer)
+    io = torch.load(FIXTURES / f"{case}.io.pt", weights_only=True)
+    with torch.no_grad():
+        assert _peak_error(model(io["mixture"]).waveforms, io["output"]) <= 2e-6

@@ -75,15 +75,28 @@ def read_msst_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def infer_model_type(model_section: Mapping[str, Any]) -> str:
-    """``mel_band_roformer`` for a ``model:`` section with ``num_bands``, ``bs_roformer`` for
-    one with ``freqs_per_bands`` (or neither: MSST's default layout)."""
-    if "num_bands" in model_section:
-        if "freqs_per_bands" in model_section:
-            raise ConfigError(
-                "the MSST model section has both num_bands (Mel-RoFormer) and freqs_per_bands "
-                "(BS-RoFormer): give model_type"
-            )
+#: ``model:`` keys only one of MSST's constructors takes.
+MEL_ONLY_KEYS = ("num_bands", "sample_rate", "match_input_audio_length")
+BS_ONLY_KEYS = ("freqs_per_bands",)
+
+
+def infer_model_type(
+    model_section: Mapping[str, Any], state: Mapping[str, torch.Tensor] | None = None
+) -> str:
+    """``mel_band_roformer`` for a ``model:`` section with a key only MSST's Mel-RoFormer
+    takes (``num_bands``, ``sample_rate``, ``match_input_audio_length``), ``bs_roformer`` for
+    one with ``freqs_per_bands``; with neither, the checkpoint ``state`` decides (BS-RoFormer
+    has ``final_norm``), else ``bs_roformer``."""
+    mel = [k for k in MEL_ONLY_KEYS if k in model_section]
+    bs = [k for k in BS_ONLY_KEYS if k in model_section]
+    if mel and bs:
+        raise ConfigError(
+            f"the MSST model section has {', '.join(mel)} (Mel-RoFormer) and {', '.join(bs)} "
+            "(BS-RoFormer): give model_type"
+        )
+    if mel or bs:
+        return "mel_band_roformer" if mel else "bs_roformer"
+    if state is not None and "final_norm.gamma" not in state:
         return "mel_band_roformer"
     return "bs_roformer"
 
@@ -104,10 +117,11 @@ def msst_model_config(
         )
     arch, config_cls, _ = MODEL_TYPES[model_type]
     for key in [k for k in model if "sage" in str(k).lower()]:
-        if model.pop(key):
+        value = model.pop(key)
+        if value:
             raise ConfigError(
-                f"unsupported src_mod.{key}={model.get(key, True)!r}: sage attention is not "
-                "implemented (scaled_dot_product_attention only)"
+                f"unsupported src_mod.{key}={value!r}: sage attention is not implemented "
+                "(scaled_dot_product_attention only)"
             )
     audio = dict(yaml_dict.get("audio") or {})
     training = dict(yaml_dict.get("training") or {})
@@ -140,7 +154,8 @@ def msst_model_config(
 # --------------------------------------------------------------------------------------------
 def read_msst_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """An MSST checkpoint's weights as fp32 tensors (plain, or wrapped as ``state_dict``,
-    ``model_state_dict`` or ``state``; a ``module.`` prefix from DataParallel is dropped)."""
+    ``model_state_dict`` or ``state``; the ``module.`` / ``_orig_mod.`` prefixes of
+    DataParallel / torch.compile are dropped)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"MSST checkpoint {path} does not exist")
@@ -161,7 +176,7 @@ def read_msst_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         )
     out = {}
     for key, value in data.items():
-        key = key.removeprefix("module.")
+        key = key.removeprefix("module.").removeprefix("_orig_mod.")
         out[key] = value.float() if value.is_floating_point() else value
     return out
 
@@ -207,8 +222,13 @@ def msst_to_state_dict(msst: Mapping[str, torch.Tensor], model: Roformer) -> dic
     """MSST's keys -> ``model``'s state_dict (CheckpointError naming the disagreeing key and
     option when the checkpoint and ``model``'s config differ)."""
     layout = _msst_layout(model)
-    _check_keys(msst, layout, model)
     own = model.state_dict()
+    msst = dict(msst)
+    for theirs, (ours, _) in layout.items():  # rotary frequencies are constants: fill them in
+        layer = theirs.removesuffix("rotary_embed.freqs")
+        if layer != theirs and theirs not in msst and f"{layer}to_qkv.weight" in msst:
+            msst[theirs] = own[ours]
+    _check_keys(msst, layout, model)
     out: dict[str, torch.Tensor] = {}
     for theirs, (ours, index) in layout.items():
         value = msst[theirs].to(own[ours].dtype)
@@ -234,11 +254,15 @@ def state_dict_to_msst(model: Roformer) -> dict[str, torch.Tensor]:
 def load_msst_model(
     yaml_path: str | Path, ckpt_path: str | Path, model_type: str | None = None
 ) -> Roformer:
-    """The network of an MSST YAML with the checkpoint's weights, in eval mode."""
-    _, config = msst_model_config(read_msst_yaml(yaml_path), model_type)
+    """The network of an MSST YAML with the checkpoint's weights, in eval mode
+    (``model_type`` None: see :func:`infer_model_type`)."""
+    yaml_dict = read_msst_yaml(yaml_path)
+    msst = read_msst_state_dict(ckpt_path)
+    model_type = model_type or infer_model_type(yaml_dict["model"], msst)
+    _, config = msst_model_config(yaml_dict, model_type)
     model = MODEL_TYPES[config.msst_model_type][2](config)
     try:
-        state = msst_to_state_dict(read_msst_state_dict(ckpt_path), model)
+        state = msst_to_state_dict(msst, model)
     except CheckpointError as err:
         raise CheckpointError(f"{ckpt_path} does not fit {yaml_path}: {err}") from None
     model.load_state_dict(state)
