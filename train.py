@@ -178,7 +178,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         val_loss=optim.val_loss,
     )
     if trainer.is_global_zero:
-        log.info("model %s: targets %s", name, ", ".join(targets))
+        log.info("model %s: targets %s; loss %s", name, ", ".join(targets), loss.extra_repr())
         log.info("checkpoints: %s (best), %s (last)", best_path, last_path)
         log.info("TensorBoard: %s", logger.log_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)

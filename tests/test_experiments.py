@@ -53,6 +53,33 @@ SOURCES: dict[str, dict] = {
         dset="musdb18hq", seq_duration=3.0, batch_size=2, n_samples=None,
         devices=2, precision=32,
     ),
+    # MSST configs/config_musdb18_bs_roformer.yaml: model section; training lr 5e-5, Adam,
+    # grad_clip 0, patience 2 / reduce_factor 0.95 on the validation SDR, batch 10 x 131584
+    # samples, 1000 steps per epoch, 1000 epochs, use_amp; loudness 0.5-1.5
+    "bs-roformer": dict(
+        preset="bs-roformer", targets=("vocals",), dim=192, depth=6, params=24_591_276,
+        lr=5e-5, optimizer="torch.optim.Adam", loss_domain="t+mrstft", grad_clip=None,
+        patience=None, monitor="sdr",
+        scheduler=("torch.optim.lr_scheduler.ReduceLROnPlateau",
+                   {"mode": "max", "factor": 0.95, "patience": 2}),
+        scheduler_monitor="val/usdr",
+        dset="musdb18hq", seq_duration=131584 / 44100, batch_size=10, n_samples=10000,
+        augmentations=("randomcrop", "rescale"), rescale=(0.5, 1.5),
+        devices=1, precision="16-mixed",
+    ),
+    # MSST configs/config_musdb18_mel_band_roformer_all_stems.yaml: lr 1e-5, batch 1 x 352800
+    # samples, 1000 steps per epoch; loudness 0.5-1.5, channel_shuffle 0.5
+    "mel-roformer": dict(
+        preset="mel-roformer", targets=("drums", "bass", "other", "vocals"), dim=384, depth=6,
+        params=832_598_700, lr=1e-5, optimizer="torch.optim.Adam", loss_domain="t+mrstft",
+        grad_clip=None, patience=None, monitor="sdr",
+        scheduler=("torch.optim.lr_scheduler.ReduceLROnPlateau",
+                   {"mode": "max", "factor": 0.95, "patience": 2}),
+        scheduler_monitor="val/usdr",
+        dset="musdb18hq", seq_duration=8.0, batch_size=1, n_samples=1000,
+        augmentations=("randomcrop", "rescale", "channelswap"), rescale=(0.5, 1.5),
+        devices=1, precision="16-mixed",
+    ),
 }  # fmt: skip
 
 
@@ -82,13 +109,18 @@ def test_experiment_sets_what_its_source_did(name):
     assert optim.loss_domain_for(model.default_loss_domain) == source["loss_domain"]
     assert optim.grad_clip_norm == source["grad_clip"]
     assert optim.patience == source["patience"]
+    assert optim.monitor_val == source.get("monitor", "loss")
     target, kwargs = source["scheduler"]
     node = dict(settings.scheduler.node)
     assert node.pop("_target_") == target and node == kwargs
+    assert settings.scheduler.monitor == source.get("scheduler_monitor", "val/loss")
     data = settings.data
     assert data.name == source["dset"]
     assert data.seq_duration == pytest.approx(source["seq_duration"])
     assert (data.batch_size, data.n_samples) == (source["batch_size"], source["n_samples"])
+    if "augmentations" in source:
+        assert data.augmentations == source["augmentations"]
+        assert (data.rescale_min, data.rescale_max) == source["rescale"]
     assert cfg.trainer.devices == source["devices"]
     assert str(cfg.trainer.precision) == str(source["precision"])
 

@@ -236,14 +236,15 @@ def build_callbacks(
     last_path: Path,
     monitor_key: str,
     monitor_mode: str,
-    patience: int,
+    patience: int | None,
     progress_bar: bool = True,
     recorder: RunRecorder | None = None,
     warmup_steps: int = 0,
     media_seconds: float = 5.0,
 ) -> list[Callback]:
     """Checkpoints (best by ``monitor_key`` in ``monitor_mode`` → ``best_path``; last →
-    ``last_path``), early stopping after ``patience`` epochs without improvement, the
+    ``last_path``), early stopping after ``patience`` epochs without improvement (None:
+    none), the
     learning-rate warm-up and logging, validation media, the progress bar, the DDP weights
     check and the run recorder."""
     if best_path.parent != last_path.parent:
@@ -262,11 +263,12 @@ def build_callbacks(
     checkpoint.CHECKPOINT_NAME_LAST = last_path.stem
     callbacks: list[Callback] = [
         checkpoint,
-        EarlyStopping(monitor=key, mode=mode, patience=int(patience)),
         LearningRateMonitor(logging_interval="epoch"),
         WeightsSyncCheck(),
         MediaLogger(media_seconds),
     ]
+    if patience is not None:
+        callbacks.append(EarlyStopping(monitor=key, mode=mode, patience=int(patience)))
     if warmup_steps > 0:
         callbacks.append(LinearWarmup(warmup_steps))
     if progress_bar:

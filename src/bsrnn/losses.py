@@ -103,9 +103,10 @@ class MultiResolutionSTFTLoss(nn.Module):
 
     def unweighted(self, est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """The sum over resolutions, without ``weight`` (MSST's ``multi_stft_resolution_loss``)."""
-        est = est.reshape(-1, est.shape[-1]).float()
-        ref = ref.reshape(-1, ref.shape[-1]).float()
-        total = est.new_zeros(())
+        # the STFT is linear: one STFT of the difference instead of two (half the work; equal
+        # to MSST's stft(est) - stft(ref) up to float rounding)
+        diff = (est.float() - ref.float()).reshape(-1, est.shape[-1])
+        total = diff.new_zeros(())
         for w in self.spec.window_sizes:
             kwargs = {
                 "n_fft": max(w, self.min_n_fft),
@@ -115,7 +116,7 @@ class MultiResolutionSTFTLoss(nn.Module):
                 "normalized": self.spec.normalized,
                 "return_complex": True,
             }
-            total = total + (torch.stft(est, **kwargs) - torch.stft(ref, **kwargs)).abs().mean()
+            total = total + torch.stft(diff, **kwargs).abs().mean()
         return total
 
     def forward(self, est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

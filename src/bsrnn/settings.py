@@ -144,7 +144,7 @@ class OptimSettings:
     ``loss_type`` L1/MSE, ``loss_domain`` ``t``/``tf``/``t+tf``/``t+mrstft`` (null: the
     architecture's own, :attr:`~bsrnn.models.ModelConfig.default_loss_domain`).
     ``monitor_val`` ``loss``/``sdr``: checkpoint choice and early stopping (``patience``
-    epochs). ``val_loss`` ``chunks`` (the reference's) or ``track``. ``scale_lr``: the
+    epochs; null: none). ``val_loss`` ``chunks`` (the reference's) or ``track``. ``scale_lr``: the
     reference's rule, ``lr * batch_size * devices * accumulate_grad_batches / 16``.
     """
 
@@ -155,7 +155,7 @@ class OptimSettings:
     monitor_val: str = "loss"
     val_loss: str = "chunks"
     max_epochs: int = 100
-    patience: int = 10
+    patience: int | None = 10
     grad_clip_norm: float | None = 5.0
     accumulate_grad_batches: int = 1
     scale_lr: bool = False
@@ -176,7 +176,8 @@ class OptimSettings:
         _choice("optim.monitor_val", self.monitor_val, tuple(MONITORS))
         _choice("optim.val_loss", self.val_loss, VAL_LOSSES)
         set_("max_epochs", _integer("optim.max_epochs", self.max_epochs, 1))
-        set_("patience", _integer("optim.patience", self.patience, 1))
+        if self.patience is not None:
+            set_("patience", _integer("optim.patience", self.patience, 1))
         if self.grad_clip_norm is not None:
             clip = _number("optim.grad_clip_norm", self.grad_clip_norm, positive=True)
             set_("grad_clip_norm", clip)
@@ -351,14 +352,21 @@ class RunSettings:
     def stems(self) -> list[str] | None:
         """The stems evaluate.py and inference.py separate: ``targets`` when set; else every
         stem of ``model_dir`` (None) or of a multi-target preset; else, for a per-target
-        preset, the dataset's sources (one checkpoint each)."""
+        preset, the dataset's sources that have a checkpoint in ``<out_dir>/<name>/`` (all of
+        them when none has, or with random weights: the error then names the missing file)."""
         if self.targets:
             return list(self.targets)
         if self.model_dir is not None:
             return None
         if len(self.model.targets) > 1:
             return list(self.model.targets)
-        return list(self.data.sources)
+        from bsrnn.paths import checkpoint_path
+
+        folder = f"{self.out_dir}/{self.model_name}"
+        trained = [s for s in self.data.sources if checkpoint_path(folder, [s]).is_file()]
+        if self.eval.allow_random_weights or not trained:
+            return list(self.data.sources)
+        return trained
 
     @property
     def model_name(self) -> str:

@@ -17,6 +17,7 @@ from bsrnn.models import bsrnn_checkpoints
 from bsrnn.models.base import ModelConfig, SeparationModel
 from bsrnn.models.bsrnn import BSRNN, BSRNNConfig
 from bsrnn.models.foreign import ForeignFormat
+from bsrnn.models.roformer import BSRoformer, BSRoformerConfig, MelRoformer, MelRoformerConfig
 
 #: The architecture of a preset without an ``arch`` key.
 DEFAULT_ARCH = "bsrnn"
@@ -34,6 +35,8 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {
     "bsrnn": Architecture(BSRNNConfig, BSRNN, bsrnn_checkpoints.FOREIGN_FORMATS),
+    "bs_roformer": Architecture(BSRoformerConfig, BSRoformer),
+    "mel_band_roformer": Architecture(MelRoformerConfig, MelRoformer),
 }
 
 

@@ -1,0 +1,152 @@
+"""The RoFormers through the project's commands: the tiny presets train (MSST's loss) and
+evaluate on the stand-in data; MSST checkpoints import in one command, separate from their
+model folder exactly as MSST's forward does, and fine-tune with train.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import evaluate as evaluate_script  # noqa: E402
+import import_msst  # noqa: E402
+import inference as inference_script  # noqa: E402
+import train as train_script  # noqa: E402
+from bsrnn.checkpoints import load_model  # noqa: E402
+from bsrnn.data.toy import ToyParams, generate_toy_dataset  # noqa: E402
+from bsrnn.errors import CheckpointError, ConfigError  # noqa: E402
+from bsrnn.models.roformer import BSRoformer, MelRoformer  # noqa: E402
+
+MSST = REPO.parent / "shared" / "fixtures" / "msst-roformer"
+
+
+@pytest.fixture(scope="module")
+def msst_dir() -> Path:
+    if not MSST.is_dir():
+        pytest.fail(f"MSST fixtures not found at {MSST} (shared/ sits beside the repo)")
+    return MSST
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("toy") / "toy"
+    params = ToyParams(n_train=3, n_test=1, min_duration=3.0, max_duration=3.5, seed=0)
+    generate_toy_dataset(root, params, progress=False)
+    return root
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def small(toy: Path, tmp: Path, preset: str) -> list[str]:
+    return [
+        "dset=toy", f"dset.data_dir={toy}", f"out_dir={tmp / 'outputs'}", f"tb_dir={tmp / 'tb'}",
+        f"src_mod={preset}", "optim.max_epochs=1", "dset.validation_tracks=1",
+        "dset.samples_per_track=2", "dset.seq_duration=1.0", "dset.eval_seq_duration=1.5",
+        "dset.num_workers=0", "trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "eval.progress=false",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("preset", "cls", "stems"),
+    [
+        ("bs-roformer-tiny", BSRoformer, ["vocals"]),
+        ("mel-roformer-tiny", MelRoformer, ["drums", "bass", "other", "vocals"]),
+    ],
+)
+def test_tiny_roformer_trains_with_msst_loss_and_evaluates(preset, cls, stems, toy_data, tmp_path):
+    result = train_script.train(compose_cfg(small(toy_data, tmp_path, preset)))
+    model = load_model(result["best_path"])
+    assert isinstance(model, cls) and model.targets == stems
+    assert result["epochs"] == 1 and np.isfinite(result["metrics"]["val/loss"])
+    for stem in stems:
+        assert f"val/usdr_{stem}" in result["metrics"]
+    table = evaluate_script.run(compose_cfg(small(toy_data, tmp_path, preset))).table()
+    for stem in stems:
+        assert stem in table
+
+
+def _write_mixture(io: dict, path: Path) -> np.ndarray:
+    mixture = io["mixture"][0].numpy()  # [C, T]
+    sf.write(path, mixture.T, 44100, subtype="FLOAT")
+    return mixture
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["bs-stereo-1stem", "mel-stereo-4stems"])
+def test_import_then_inference_from_the_model_folder_matches_msst(case, msst_dir, tmp_path):
+    folder = tmp_path / "model"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "import_msst.py"), str(msst_dir / f"{case}.yaml"),
+         str(msst_dir / f"{case}.ckpt"), str(folder)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    config = yaml.load((msst_dir / f"{case}.yaml").read_text(), Loader=yaml.BaseLoader)
+    training = config["training"]
+    target = training.get("target_instrument")
+    stems = [target] if target not in (None, "", "null") else training["instruments"]
+    assert load_model(next(folder.glob("*.ckpt"))).targets == stems
+
+    io = torch.load(msst_dir / f"{case}.io.pt", weights_only=True)
+    song = tmp_path / "mixture.wav"
+    _write_mixture(io, song)
+    written = inference_script.run(compose_cfg([
+        f"model_dir={folder}", f"+file_path={song}", f"+rec_dir={tmp_path / 'stems'}",
+        "eval.progress=false",
+    ]))  # fmt: skip
+    expected = io["output"][0]
+    expected = expected[None] if expected.dim() == 2 else expected  # [n, C, T]
+    assert list(written) == stems
+    for i, stem in enumerate(stems):
+        est, rate = sf.read(written[stem], always_2d=True, dtype="float32")
+        ref = expected[i].numpy()
+        n = ref.shape[-1]
+        assert rate == 44100 and est.shape[0] == io["mixture"].shape[-1]
+        assert np.abs(est.T[:, :n] - ref).max() <= 2e-6 * np.abs(ref).max()
+
+
+def test_import_errors_name_the_option(msst_dir, tmp_path):
+    with pytest.raises(CheckpointError, match=r"src_mod\.arch"):
+        import_msst.import_msst(
+            msst_dir / "bs-stereo-1stem.yaml", msst_dir / "mel-stereo-4stems.ckpt", tmp_path / "x"
+        )
+    with pytest.raises(ConfigError, match="does not exist"):
+        import_msst.import_msst(tmp_path / "none.yaml", msst_dir / "bs-stereo-1stem.ckpt", tmp_path)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_an_imported_checkpoint_fine_tunes(msst_dir, toy_data, tmp_path):
+    folder = tmp_path / "imported"
+    path = import_msst.import_msst(
+        msst_dir / "bs-stereo-1stem.yaml", msst_dir / "bs-stereo-1stem.ckpt", folder
+    )
+    base = small(toy_data, tmp_path, "bs-roformer-tiny")
+    result = train_script.train(compose_cfg(base + [f"ckpt_path={path}", "optim.lr=0"]))
+    trained, imported = load_model(result["last_path"]), load_model(path)
+    for key, value in imported.state_dict().items():  # lr 0: the weights stayed MSST's
+        assert torch.equal(trained.state_dict()[key], value), key
+    with pytest.raises(ConfigError, match=r"dim: checkpoint 32, src_mod 48.*src_mod\.dim=32"):
+        train_script.train(compose_cfg(base + [f"ckpt_path={path}", "src_mod.dim=48"]))
