@@ -53,15 +53,21 @@ _NOT_BASELINE = {
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
+    """The CPU's model name and its bf16 / AVX-512 flags (``/proc/cpuinfo``), else what
+    ``platform`` says."""
+    name, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    shown = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(shown) or 'no AVX-512'})"
 
 
 def build_pair(preset: str, seed: int = 0) -> tuple[BSRoformer, PerBandRoformer]:
