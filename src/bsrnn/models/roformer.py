@@ -575,8 +575,12 @@ class Attention(nn.Module):
             q, k, v, dropout_p=self.dropout if self.training else 0.0
         )  # [N, h, L, d]
         gates = F.linear(x, self.norm.folded(self.to_gates.weight), self.to_gates.bias)
-        gates = gates.sigmoid()  # [N, L, h]
-        out = out.transpose(1, 2) * gates.unsqueeze(-1)  # [N, L, h, d]
+        gates = gates.sigmoid().unsqueeze(-1)  # [N, L, h, 1]
+        if torch.is_grad_enabled() and (out.requires_grad or gates.requires_grad):
+            out = out.transpose(1, 2) * gates
+        else:  # written straight into to_out's layout (saves a copy)
+            gated = torch.empty((n, length, h, d), dtype=out.dtype, device=out.device)
+            out = torch.mul(out.transpose(1, 2), gates, out=gated)  # [N, L, h, d]
         return self.to_out(out.reshape(n, length, h * d))
 
 
