@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from conftest import run_config  # noqa: E402
 
 import evaluate as evaluate_script  # noqa: E402
 import inference as inference_script  # noqa: E402
@@ -41,16 +40,7 @@ def toy_architecture(monkeypatch):
 
 
 def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(
-            "config",
-            overrides=[f"hydra.searchpath=[file://{TOY_CONF}]", *overrides],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return run_config([f"hydra.searchpath=[file://{TOY_CONF}]", *overrides])
 
 
 @pytest.mark.slow

@@ -13,12 +13,11 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from conftest import run_config  # noqa: E402
 
 import evaluate as evaluate_script  # noqa: E402
 import import_msst  # noqa: E402
@@ -47,15 +46,6 @@ def toy_data(tmp_path_factory) -> Path:
     return root
 
 
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
 def small(toy: Path, tmp: Path, preset: str) -> list[str]:
     return [
         "dset=toy", f"dset.data_dir={toy}", f"out_dir={tmp / 'outputs'}", f"tb_dir={tmp / 'tb'}",
@@ -76,13 +66,13 @@ def small(toy: Path, tmp: Path, preset: str) -> list[str]:
     ],
 )
 def test_tiny_roformer_trains_with_msst_loss_and_evaluates(preset, cls, stems, toy_data, tmp_path):
-    result = train_script.train(compose_cfg(small(toy_data, tmp_path, preset)))
+    result = train_script.train(run_config(small(toy_data, tmp_path, preset)))
     model = load_model(result["best_path"])
     assert isinstance(model, cls) and model.targets == stems
     assert result["epochs"] == 1 and np.isfinite(result["metrics"]["val/loss"])
     for stem in stems:
         assert f"val/usdr_{stem}" in result["metrics"]
-    table = evaluate_script.run(compose_cfg(small(toy_data, tmp_path, preset))).table()
+    table = evaluate_script.run(run_config(small(toy_data, tmp_path, preset))).table()
     for stem in stems:
         assert stem in table
 
@@ -112,7 +102,7 @@ def test_import_then_inference_from_the_model_folder_matches_msst(case, msst_dir
     io = torch.load(msst_dir / f"{case}.io.pt", weights_only=True)
     song = tmp_path / "mixture.wav"
     _write_mixture(io, song)
-    written = inference_script.run(compose_cfg([
+    written = inference_script.run(run_config([
         f"model_dir={folder}", f"+file_path={song}", f"+rec_dir={tmp_path / 'stems'}",
         "eval.progress=false",
     ]))  # fmt: skip
@@ -144,9 +134,9 @@ def test_an_imported_checkpoint_fine_tunes(msst_dir, toy_data, tmp_path):
         msst_dir / "bs-stereo-1stem.yaml", msst_dir / "bs-stereo-1stem.ckpt", folder
     )
     base = small(toy_data, tmp_path, "bs-roformer-tiny")
-    result = train_script.train(compose_cfg(base + [f"ckpt_path={path}", "optim.lr=0"]))
+    result = train_script.train(run_config(base + [f"ckpt_path={path}", "optim.lr=0"]))
     trained, imported = load_model(result["last_path"]), load_model(path)
     for key, value in imported.state_dict().items():  # lr 0: the weights stayed MSST's
         assert torch.equal(trained.state_dict()[key], value), key
     with pytest.raises(ConfigError, match=r"dim: checkpoint 32, src_mod 48.*src_mod\.dim=32"):
-        train_script.train(compose_cfg(base + [f"ckpt_path={path}", "src_mod.dim=48"]))
+        train_script.train(run_config(base + [f"ckpt_path={path}", "src_mod.dim=48"]))

@@ -14,9 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bsrnn.callbacks import WeightsSyncCheck
@@ -28,6 +25,8 @@ from bsrnn.models import count_parameters
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from conftest import run_config  # noqa: E402
 
 import train as train_script  # noqa: E402
 
@@ -67,18 +66,8 @@ def small_overrides(toy: Path, tmp: Path) -> list[str]:
     ]
 
 
-def compose_cfg(overrides: list[str]):
-    """The config train.py would get for these overrides (Hydra's run info set, as in a run)."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
 def run_train(overrides: list[str]) -> dict:
-    return train_script.train(compose_cfg(overrides))
+    return train_script.train(run_config(overrides))
 
 
 def scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
@@ -289,7 +278,7 @@ def test_invalid_option_fails_at_start(override, message, tmp_path, toy_data):
 
 def test_unknown_scheduler_lists_the_choices(tmp_path, toy_data):
     with pytest.raises(Exception, match=r"(?s)scheduler/cosine.*plateau.*step"):
-        compose_cfg(small_overrides(toy_data, tmp_path) + ["scheduler=cosine"])
+        run_config(small_overrides(toy_data, tmp_path) + ["scheduler=cosine"])
 
 
 @pytest.mark.parametrize(
@@ -395,13 +384,13 @@ def test_simo_trains_one_checkpoint_and_separates_four_stems(toy_data, tmp_path)
     import evaluate as evaluate_script
     import inference as inference_script
 
-    result = evaluate_script.run(compose_cfg(common))
+    result = evaluate_script.run(run_config(common))
     assert result.targets == ["vocals", "bass", "drums", "other"]
     assert all(torch.isfinite(torch.tensor(v)) for v in result.aggregate.values())
     mixture = next((toy_data / "test").iterdir()) / "mixture.wav"
     rec = tmp_path / "stems"
     written = inference_script.run(
-        compose_cfg(common + [f"+file_path={mixture}", f"+rec_dir={rec}"])
+        run_config(common + [f"+file_path={mixture}", f"+rec_dir={rec}"])
     )
     assert sorted(written) == ["bass", "drums", "other", "vocals"]
     assert all((rec / f"{t}.wav").is_file() for t in written)
