@@ -175,7 +175,13 @@ def test_msst_loss_fixtures(case):
 
     from bsrnn.losses import MultiResolutionSpec
 
-    path = Path("/work/shared/fixtures/msst-roformer") / f"{case}.io.pt"
+    path = (
+        Path(__file__).resolve().parents[2]
+        / "shared"
+        / "fixtures"
+        / "msst-roformer"
+        / f"{case}.io.pt"
+    )
     if not path.is_file():
         pytest.skip("shared MSST fixtures not available")
     io = torch.load(path, weights_only=True)
