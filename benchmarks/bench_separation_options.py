@@ -133,33 +133,52 @@ def timed(sep: Separator, mixture: torch.Tensor) -> float:
     return time.perf_counter() - t0
 
 
-def speed(seconds: float, threads: list[int], cost_seconds: float, cost_threads: int) -> str:
+def load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def speed(
+    seconds: float,
+    threads: list[int],
+    cost_seconds: float,
+    cost_threads: int,
+    batch_chunks: bool = True,
+) -> str:
     model = simo_bsrnn()
     gen = torch.Generator().manual_seed(0)
-    track = 0.1 * torch.randn(1, 2, int(seconds * SR), generator=gen)
+    track = 0.1 * torch.randn(1, 2, int(max(seconds, cost_seconds) * SR), generator=gen)
     warm = track[..., : 3 * SR]
-    lines = [
-        f"Random-weight `simo-bsrnn` ({count_parameters(model) / 1e6:.1f} M parameters), "
-        f"fp32, a {seconds:.0f} s stereo track (10 s segments, overlap 0.1), one timed run "
-        "each after a warm-up:",
-        "",
-        "| batch_chunks | " + " | ".join(f"{n} thread(s)" for n in threads) + " |",
-        "|---:|" + "---:|" * len(threads),
-    ]
+    lines = (
+        []
+        if not batch_chunks
+        else [
+            f"Random-weight `simo-bsrnn` ({count_parameters(model) / 1e6:.1f} M parameters), "
+            f"fp32, a {seconds:.0f} s stereo track (10 s segments, overlap 0.1), one timed run "
+            "each after a warm-up:",
+            "",
+            "| batch_chunks | " + " | ".join(f"{n} thread(s)" for n in threads) + " |",
+            "|---:|" + "---:|" * len(threads),
+        ]
+    )
     times: dict[tuple[int, int], float] = {}
-    for bc in (1, 2, 4):
+    loads: dict[tuple[int, int], str] = {}
+    for bc in (1, 2, 4) if batch_chunks else ():
         for n in threads:
             torch.set_num_threads(n)
             sep = Separator([model], chunking=ChunkSettings(batch_chunks=bc))
             timed(sep, warm)
-            times[bc, n] = timed(sep, track)
+            times[bc, n] = timed(sep, track[..., : int(seconds * SR)])
+            loads[bc, n] = load()
             print(
                 f"  batch_chunks {bc}, {n} thread(s): {times[bc, n]:.1f} s",
                 file=sys.stderr,
                 flush=True,
             )
-    for bc in (1, 2, 4):
-        cells = [f"{times[bc, n]:.1f} s ({seconds / times[bc, n]:.1f}x real time)" for n in threads]
+    for bc in (1, 2, 4) if batch_chunks else ():
+        cells = [
+            f"{times[bc, n]:.1f} s ({seconds / times[bc, n]:.1f}x real time; load {loads[bc, n]})"
+            for n in threads
+        ]
         lines.append(f"| {bc} | " + " | ".join(cells) + " |")
 
     torch.set_num_threads(cost_threads)
@@ -169,8 +188,8 @@ def speed(seconds: float, threads: list[int], cost_seconds: float, cost_threads:
         f"The options' cost on the same network, a {cost_seconds:.0f} s track, "
         f"{cost_threads} thread(s):",
         "",
-        "| option | time | x plain |",
-        "|---|---:|---:|",
+        "| option | time | x plain | load (1 min) |",
+        "|---|---:|---:|---:|",
     ]
     base = None
     for label, sep_kw in [
@@ -187,7 +206,7 @@ def speed(seconds: float, threads: list[int], cost_seconds: float, cost_threads:
         timed(sep, warm)
         t = timed(sep, short)
         base = base or t
-        lines.append(f"| {label} | {t:.1f} s | {t / base:.2f} |")
+        lines.append(f"| {label} | {t:.1f} s | {t / base:.2f} | {load()} |")
         print(f"  {label}: {t:.1f} s", file=sys.stderr, flush=True)
     return "\n".join(lines)
 
@@ -203,6 +222,7 @@ def main() -> None:
     p.add_argument("--cost-threads", type=int, default=2)
     p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-batch-chunks", action="store_true", help="only the options' cost")
     p.add_argument("--write", type=Path, help="also write the Markdown report there")
     args = p.parse_args()
 
@@ -230,7 +250,13 @@ def main() -> None:
         print("speed:", file=sys.stderr)
         parts.append(
             "## Speed on a long track\n\n"
-            + speed(args.speed_seconds, args.speed_threads, args.cost_seconds, args.cost_threads)
+            + speed(
+                args.speed_seconds,
+                args.speed_threads,
+                args.cost_seconds,
+                args.cost_threads,
+                batch_chunks=not args.skip_batch_chunks,
+            )
         )
     text = "\n\n".join(parts) + "\n"
     print(text)
