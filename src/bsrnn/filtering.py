@@ -164,8 +164,8 @@ def wiener_waveforms(
     estimates' magnitudes are the source spectrograms of :func:`wiener` (open-unmix's
     separator does the same with its model's magnitudes), which runs on windows of at most
     ``window_frames`` frames (None: all frames at once; the windows are made equal), each on
-    its own statistics; the filtered STFTs go back to waveforms of ``n`` samples. Returns ``[B, S, C, n]`` float32
-    (the residual source, if any, is dropped).
+    its own statistics; the filtered STFTs go back to waveforms of ``n`` samples. Returns
+    ``[B, S, C, n]`` float32 (the residual source, if any, is dropped).
     """
     if estimates.dim() != 4 or mixture.dim() != 3 or estimates.shape[0] != mixture.shape[0]:
         raise ValueError(

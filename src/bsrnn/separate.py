@@ -91,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "fp32", "bf16"),
         help="auto: bf16 only where a probe shows it faster here (default)",
     )
-    p.add_argument("--segment", type=float, help="chunk length in seconds (default 10)")
+    p.add_argument(
+        "--segment",
+        type=float,
+        help="chunk length in seconds (default: the model's preferred chunk, e.g. an imported "
+        "RoFormer's chunk_size; else 10)",
+    )
     p.add_argument("--overlap", type=float, help="chunk overlap, a fraction (default 0.1)")
     p.add_argument(
         "--tta",
@@ -329,6 +334,9 @@ def run(args: argparse.Namespace) -> int:
         wiener_residual=args.wiener_residual,
         wiener_softmask=args.wiener_softmask,
     )
+    if args.segment is None and separator.preferred_segment is not None:
+        chunk_args["segment_len"] = separator.preferred_segment  # e.g. MSST's chunk_size
+        separator.chunking = ChunkSettings(**chunk_args)
     out = args.out if args.out is not None else Path("separated") / model_dir.resolve().name
     extras = [x for x, on in (("TTA", args.tta), (f"Wiener x{args.wiener}", args.wiener)) if on]
     _say(

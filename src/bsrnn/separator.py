@@ -364,6 +364,15 @@ class Separator(nn.Module):
         return int(seconds * self.sample_rate / hop) + 1
 
     @property
+    def preferred_segment(self) -> float | None:
+        """The chunk length (seconds) the networks prefer (their ``segment_samples``, e.g. an
+        imported RoFormer's MSST ``chunk_size``), when they all declare the same; else None."""
+        segments = {m.segment_samples for m in self.models}
+        if len(segments) != 1 or None in segments:
+            return None
+        return segments.pop() / self.sample_rate
+
+    @property
     def min_samples(self) -> int:
         """The shortest input the models take (one STFT frame): shorter ones are zero-padded."""
         return max(int(m.min_samples) for m in self.models)
