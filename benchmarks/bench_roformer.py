@@ -250,15 +250,23 @@ def main() -> None:
 
     if args.separation:
         from bsrnn.models import build_model
+        from bsrnn.separator import Separator
 
         simo = build_model({"arch": "bsrnn", "targets": ["vocals", "bass", "drums", "other"],
                             "subtract_last_trgt": True})  # fmt: skip
         bs, _ = build_pair("bs-roformer")
-        times = compare_separation({"bs-roformer": bs, "simo-bsrnn": simo},
-                                   args.separation_seconds)  # fmt: skip
-        for name, seconds in times.items():
-            print(f"separate {args.separation_seconds:.0f} s, {name}: {seconds:.2f} s")
+        print(f"\nseparating {args.separation_seconds:.0f} s of stereo through the users' "
+              "Separator (default chunking: 10 s, overlap 0.1), median of "
+              f"{args.repeats} interleaved repeats")  # fmt: skip
+        for precision in ["fp32"] if args.no_bf16 else ["fp32", "bf16"]:
 
+            def separate(model, mixture, precision=precision):
+                return Separator([model], precision=precision).separate_stacked(mixture)
 
-if __name__ == "__main__":
-    main()
+            times = compare_separation({"bs-roformer": bs, "simo-bsrnn": simo},
+                                       args.separation_seconds, separate=separate,
+                                       repeats=args.repeats)  # fmt: skip
+            for name, seconds in times.items():
+                print(f"| {name} | {precision} | {seconds:.1f} s |")
+            print(f"  simo-bsrnn (4 stems) / bs-roformer (1 stem): "
+                  f"{times['bs-roformer'] / times['simo-bsrnn']:.2f}x faster")  # fmt: skip

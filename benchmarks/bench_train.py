@@ -60,13 +60,13 @@ def make_model(name: str, sample_rate: int) -> torch.nn.Module:
     random weights."""
     from hydra import compose, initialize_config_dir
 
-    from bsrnn.cli import plain, register_schemas
+    from bsrnn.cli import build_settings, register_schemas
     from bsrnn.models import build_model
 
     register_schemas()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         cfg = compose("config", overrides=[f"src_mod={name}", f"sample_rate={sample_rate}"])
-    return build_model(plain(cfg.src_mod))
+    return build_model(build_settings(cfg).model)
 
 
 def compile_non_rnn(net: torch.nn.Module) -> torch.nn.Module:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from omegaconf import OmegaConf
 
 from bsrnn.data import (
     MUSDB_STEMS,
@@ -72,8 +71,11 @@ def test_discovery_and_validation_split(dataset: Path) -> None:
 def test_musdb_validation_tracks_in_one_place(tmp_path: Path) -> None:
     """The 14 names live in MUSDB_VALIDATION_TRACKS only; the config says `musdb`."""
     assert len(MUSDB_VALIDATION_TRACKS) == 14 == len(set(MUSDB_VALIDATION_TRACKS))
-    cfg = OmegaConf.load(REPO / "conf" / "dset" / "musdb18hq.yaml")
-    assert cfg.validation_tracks == "musdb"
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose("config", overrides=["dset=musdb18hq"])
+    assert cfg.dset.validation_tracks == "musdb"
     for path in (REPO / "conf").rglob("*.yaml"):
         assert MUSDB_VALIDATION_TRACKS[0] not in path.read_text(), path
     for name in [*MUSDB_VALIDATION_TRACKS, "x - other"]:

@@ -8,7 +8,8 @@ import this module; everything below them receives typed settings and plain valu
   ConfigStore: ``src_mod/_<arch>`` (each registered architecture's typed config),
   ``dset/_defaults`` (:class:`~bsrnn.data.DataSettings`), ``optim/_defaults``
   (:class:`~bsrnn.settings.OptimSettings`), ``scheduler/_defaults``
-  (:class:`~bsrnn.settings.SchedulerSettings`) and ``eval/_defaults``
+  (:class:`~bsrnn.settings.SchedulerSettings`), ``dset/_toy_generator`` (the stand-in
+  generator's :class:`~bsrnn.data.toy.ToyParams`) and ``eval/_defaults``
   (:class:`~bsrnn.evaluation.EvalSettings` and :class:`~bsrnn.chunking.ChunkSettings`). The
   YAML files of ``conf/`` start from them (``defaults: [_defaults, _self_]``), so each states
   only what differs, every option can be overridden on the command line, and a default is
@@ -30,7 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bsrnn.containers import to_plain
 from bsrnn.errors import BsrnnError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def register_schemas() -> None:
 
     from bsrnn.chunking import ChunkSettings
     from bsrnn.data import DataSettings
+    from bsrnn.data.toy import ToyParams
     from bsrnn.evaluation import EvalSettings
     from bsrnn.models import ARCHITECTURES
     from bsrnn.settings import SchedulerSettings, optim_defaults
@@ -65,6 +66,8 @@ def register_schemas() -> None:
     data_defaults = _yaml_value(dataclasses.asdict(DataSettings()))
     data_defaults.update(sample_rate="${sample_rate}", seed="${seed}")
     store.store(group="dset", name="_defaults", node=data_defaults)
+    toy = _yaml_value(dataclasses.asdict(ToyParams()))
+    store.store(group="dset", name="_toy_generator", node={"toy": toy})
     store.store(group="optim", name="_defaults", node=_yaml_value(optim_defaults()))
     store.store(group="scheduler", name="_defaults", node=SchedulerSettings.defaults())
     for arch, spec in ARCHITECTURES.items():
@@ -93,11 +96,6 @@ def build_settings(cfg: Any):
     from bsrnn.settings import build_settings as build
 
     return build(config_to_plain(cfg))
-
-
-def plain(node: Any) -> Any:
-    """A resolved plain-Python copy of an OmegaConf node (dict, list or value)."""
-    return to_plain(node)
 
 
 def run_entry(script: str, fn: Callable[[], T]) -> T:
