@@ -1,7 +1,7 @@
 """Speed of our BS-RoFormer against the plain per-band baseline of MSST's computation.
 
 For each preset (``bs-roformer-tiny``, ``bs-roformer``: MSST's MUSDB18 config, see
-``bsrnn.models.roformer.PRESETS``), our network and the per-band baseline
+``conf/src_mod/``), our network and the per-band baseline
 (``benchmarks/roformer_per_band_baseline.py``) hold the same weights (the baseline's, mapped
 onto ours by the MSST reader), so they compute the same function; the script checks their
 outputs agree (fp32, peak-relative error <= 2e-6) before timing. It times a no-grad forward on
@@ -25,18 +25,20 @@ import argparse
 import contextlib
 import datetime
 import gc
+import inspect
 import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
+from pathlib import Path
 
 import torch
 from roformer_per_band_baseline import PerBandRoformer
 from torch import nn
 
 from bsrnn.losses import MultiResolutionSTFTLoss, multi_resolution_spec
-from bsrnn.models.roformer import PRESETS, BSRoformer, BSRoformerConfig
+from bsrnn.models.roformer import BSRoformer, BSRoformerConfig
 from bsrnn.models.roformer_msst import msst_to_state_dict
 
 SR = 44100
@@ -45,6 +47,8 @@ SR = 44100
 CLOCK: Callable[[], float] = time.process_time
 
 #: The options of a preset the baseline does not take (they are not network options).
+REPO = Path(__file__).resolve().parents[1]
+
 _NOT_BASELINE = {
     "arch", "targets", "sample_rate", "segment", "dim_freqs_in", "flash_attn", "num_stems",
     "use_torch_checkpoint", "multi_stft_resolution_loss_weight", "stft_window_fn",
@@ -70,12 +74,29 @@ def cpu_model() -> str:
     return f"{name} ({', '.join(shown) or 'no AVX-512'})"
 
 
+def preset_options(name: str) -> dict:
+    """The options of preset ``conf/src_mod/<name>.yaml``, composed as train.py does."""
+    from hydra import compose, initialize_config_dir
+
+    from bsrnn.cli import build_settings, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        cfg = compose("config", overrides=[f"src_mod={name}"])
+    return dict(build_settings(cfg).preset)
+
+
 def build_pair(preset: str, seed: int = 0) -> tuple[BSRoformer, PerBandRoformer]:
     """Our network and the per-band baseline of ``preset`` with the same (random) weights."""
-    options = PRESETS[preset]
+    options = preset_options(preset)
     torch.manual_seed(seed)
     ours = BSRoformer(BSRoformerConfig.from_mapping(options))
-    kwargs = {k: v for k, v in options.items() if k not in _NOT_BASELINE}
+    baseline_args = inspect.signature(PerBandRoformer).parameters
+    kwargs = {
+        k: v
+        for k, v in ours.config.to_dict().items()
+        if k in baseline_args and k not in _NOT_BASELINE
+    }
     base = PerBandRoformer(mel=False, num_stems=ours.config.num_stems, **kwargs)
     with torch.no_grad():  # norm gains away from 1, so that a mix-up would show
         for name, p in base.named_parameters():

@@ -15,7 +15,6 @@ from bsrnn.errors import CheckpointError, ConfigError
 from bsrnn.losses import SeparationLoss, multi_resolution_spec
 from bsrnn.models.base import count_parameters
 from bsrnn.models.roformer import (
-    PRESETS,
     BSRoformer,
     BSRoformerConfig,
     MelRoformer,
@@ -98,25 +97,30 @@ def test_mel_layout_matches_msst_buffers(case):
 # --------------------------------------------------------------------------------------------
 # Parameter counts of MSST's published configs
 # --------------------------------------------------------------------------------------------
-def test_parameter_counts_of_msst_configs():
-    bs = BSRoformer(BSRoformerConfig.from_mapping(PRESETS["bs-roformer"]))
+def _preset(compose, name: str) -> dict:
+    """The options of ``conf/src_mod/<name>.yaml`` (the presets users train)."""
+    return compose(f"src_mod={name}")["src_mod"]
+
+
+def test_parameter_counts_of_msst_configs(compose):
+    bs = BSRoformer(BSRoformerConfig.from_mapping(_preset(compose, "bs-roformer")))
     assert count_parameters(bs) == 24_591_276
     with torch.device("meta"):
-        mel = MelRoformer(MelRoformerConfig.from_mapping(PRESETS["mel-roformer"]))
-        viperx = dict(PRESETS["bs-roformer"], dim=512, depth=12, stft_hop_length=441)
+        mel = MelRoformer(MelRoformerConfig.from_mapping(_preset(compose, "mel-roformer")))
+        viperx = dict(_preset(compose, "bs-roformer"), dim=512, depth=12, stft_hop_length=441)
         vx = BSRoformer(BSRoformerConfig.from_mapping(viperx))
     assert count_parameters(mel) == 832_598_700
     assert count_parameters(vx) == 159_758_028
 
 
-def test_presets_build_and_separate_four_dimensional():
+def test_presets_build_and_separate_four_dimensional(compose):
     for name in ("bs-roformer-tiny", "mel-roformer-tiny"):
-        preset = PRESETS[name]
+        preset = _preset(compose, name)
         cls = (BSRoformer, BSRoformerConfig) if "bs" in name else (MelRoformer, MelRoformerConfig)
         model = cls[0](cls[1].from_mapping(preset)).eval()
         with torch.no_grad():
             out = model(torch.randn(1, 2, 8192))
-        assert out.waveforms.shape == (1, len(preset["targets"]), 2, 8192)
+        assert out.waveforms.shape == (1, len(model.targets), 2, 8192)
         assert model.segment_samples == preset["segment"]
         assert model.audio_channels == 2
 
