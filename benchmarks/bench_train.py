@@ -1,7 +1,9 @@
-"""Training-step time of BSRNN models in fp32 and in mixed precision, in the same run.
+"""Training-step time of any preset (BSRNN, RoFormers) in fp32 and in mixed precision, in the
+same run.
 
-One step: forward, t+tf L1 loss, backward, gradient clipping (5), Adam step. Each model is timed
-in fp32 (``32-true``) and then in ``--precision`` (default ``bf16-mixed``: forward and loss under
+One step: forward, the architecture's loss (BSRNN: t+tf L1; RoFormers: MSST's), backward,
+gradient clipping (5), Adam step. Each model is timed in fp32 (``32-true``) and then in
+``--precision`` (default ``bf16-mixed``: forward and loss under
 ``torch.autocast(<device>, dtype=torch.bfloat16)``, as Lightning's bf16-mixed does; weights,
 gradients and the optimizer stay fp32), from the same initial weights, and the speed ratio is
 printed. A precision the device cannot run well is reported as n/a with the reason (bf16 on a
@@ -46,7 +48,7 @@ from bench_separation import _reset_peak_rss  # noqa: E402  (benchmarks/ is on s
 
 from bsrnn import runtime  # noqa: E402
 from bsrnn.errors import ConfigError  # noqa: E402
-from bsrnn.losses import SeparationLoss  # noqa: E402
+from bsrnn.losses import build_loss  # noqa: E402
 
 #: Autocast dtype of each Lightning precision this benchmark times.
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -119,13 +121,13 @@ def bench(name: str, precision: str, args: argparse.Namespace) -> dict[str, Any]
     torch.manual_seed(0)  # the same initial weights and batch for every precision
     net = make_model(name, args.sample_rate).to(device).train()
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    n_fft = int(getattr(net.config, "n_fft", 2048))
-    n_hop = int(getattr(net.config, "n_hop", 512))
-    loss_fn = SeparationLoss("L1", "t+tf", n_fft=n_fft, n_hop=n_hop).to(device)
+    loss_fn = build_loss("L1", net.config.default_loss_domain, net).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
     dtype = PRECISIONS[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    forward = compile_non_rnn(net) if args.compile else net
+    forward = net
+    if args.compile:  # BSRNN: around its recurrent layers; others (RoFormers): whole
+        forward = compile_non_rnn(net) if hasattr(net, "blocks") else torch.compile(net)
 
     n = int(args.seconds * args.sample_rate)
     n_targets = len(getattr(net, "targets", [None]))
@@ -212,7 +214,8 @@ def main() -> None:
             f"{'yes' if bf16 else 'no'} ({reason})"
         )
     print(
-        f"# train step: batch {args.batch} x {args.seconds:g} s stereo, t+tf L1, Adam, clip 5; "
+        f"# train step: batch {args.batch} x {args.seconds:g} s stereo, the architecture's loss, "
+        "Adam, clip 5; "
         f"{where}; compile {args.compile}; torch {torch.__version__}; "
         f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
         flush=True,
