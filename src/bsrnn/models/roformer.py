@@ -225,12 +225,14 @@ class RoformerConfig(ModelConfig):
         return self.stft_n_fft // 2 + 1
 
     def band_bins(self) -> list[list[int]]:
-        """The bins of every band, low to high (overlapping for Mel)."""
-        raise NotImplementedError
+        """The bins of every band, low to high (overlapping for Mel); each of
+        :class:`BSRoformerConfig` and :class:`MelRoformerConfig` defines its own."""
+        raise TypeError(f"{type(self).__name__} has no band layout: use a BS or Mel config")
 
     def mask_layers(self) -> int:
-        """Linear layers of each band's mask MLP (MSST's BS and Mel files count differently)."""
-        raise NotImplementedError
+        """Linear layers of each band's mask MLP (MSST's BS and Mel files count differently);
+        each of the two configs defines its own."""
+        raise TypeError(f"{type(self).__name__} has no mask layout: use a BS or Mel config")
 
 
 @dataclass(frozen=True)
