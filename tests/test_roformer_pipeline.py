@@ -140,3 +140,31 @@ def test_an_imported_checkpoint_fine_tunes(msst_dir, toy_data, tmp_path):
         assert torch.equal(trained.state_dict()[key], value), key
     with pytest.raises(ConfigError, match=r"dim: checkpoint 32, src_mod 48.*src_mod\.dim=32"):
         train_script.train(run_config(base + [f"ckpt_path={path}", "src_mod.dim=48"]))
+
+
+@pytest.mark.parametrize("stereo", [True, False])
+def test_separator_completes_a_mel_roformer_output_shorter_than_its_input(stereo):
+    """MSST's Mel-RoFormer without match_input_audio_length returns (frames - 1) x hop
+    samples: the Separator keeps every sample of the network's output and zero-fills the rest,
+    for stereo and (channel by channel) mono networks."""
+    from bsrnn.models.roformer import MelRoformerConfig
+    from bsrnn.separator import Separator
+
+    torch.manual_seed(0)
+    config = MelRoformerConfig.from_mapping(
+        {"targets": ["vocals", "bass"], "dim": 8, "depth": 1, "num_bands": 8, "heads": 1,
+         "dim_head": 8, "stereo": stereo, "stft_hop_length": 441, "mlp_expansion_factor": 1}
+    )  # fmt: skip
+    model = MelRoformer(config).eval()
+    mixture = 0.1 * torch.randn(1, 2, 44100 + 100)
+    with torch.no_grad():
+        inputs = mixture if stereo else mixture.reshape(2, 1, -1)
+        direct = model(inputs).waveforms
+    n = direct.shape[-1]
+    assert n < mixture.shape[-1]  # the network's own output is shorter
+    if not stereo:
+        direct = direct.reshape(1, 2, 2, n).transpose(1, 2)
+    out = Separator([model]).separate_stacked(mixture)
+    assert out.shape == (1, 2, 2, mixture.shape[-1])
+    torch.testing.assert_close(out[..., :n], direct, atol=1e-6, rtol=0)
+    assert torch.count_nonzero(out[..., n:]) == 0

@@ -298,13 +298,22 @@ class Separator(nn.Module):
         the network's ``audio_channels``."""
         batch, channels, t = x.shape
         want = model.audio_channels
+
+        def run(inputs: torch.Tensor) -> torch.Tensor:
+            # a network may return a few samples less (MSST's Mel-RoFormer without
+            # match_input_audio_length): zeros complete the chunk, as MSST's output would be
+            y = model(inputs).waveforms
+            if y.shape[-1] < t:
+                y = torch.nn.functional.pad(y, (0, t - y.shape[-1]))
+            return y[..., :t]
+
         if want is None or want == channels:
-            y = model(x).waveforms
+            y = run(x)
         elif want == 1:  # each channel as its own item
-            y = model(x.reshape(batch * channels, 1, t)).waveforms  # [B*C, s, 1, t]
+            y = run(x.reshape(batch * channels, 1, t))  # [B*C, s, 1, t]
             y = y.reshape(batch, channels, -1, t).transpose(1, 2)
         elif channels == 1:  # a mono file for a multichannel network: duplicated, averaged
-            y = model(x.expand(batch, want, t)).waveforms.mean(dim=2, keepdim=True)
+            y = run(x.expand(batch, want, t)).mean(dim=2, keepdim=True)
         else:
             raise ConfigError(
                 f"a {type(model).__name__} for {want}-channel audio cannot separate "
