@@ -43,6 +43,18 @@ def run_config(overrides: list[str]):
     return cfg
 
 
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory) -> Path:
+    """A tiny stand-in dataset (one per test module): 3 training songs (1 for validation) of
+    3-3.5 s and 1 test song."""
+    from bsrnn.data.toy import ToyParams, generate_toy_dataset
+
+    root = tmp_path_factory.mktemp("toy") / "toy"
+    params = ToyParams(n_train=3, n_test=1, min_duration=3.0, max_duration=3.5, seed=0)
+    generate_toy_dataset(root, params, progress=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():

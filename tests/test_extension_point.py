@@ -23,7 +23,6 @@ import inference as inference_script  # noqa: E402
 import train as train_script  # noqa: E402
 from bsrnn.checkpoints import load_model  # noqa: E402
 from bsrnn.cli import register_schemas  # noqa: E402
-from bsrnn.data.toy import ToyParams, generate_toy_dataset  # noqa: E402
 from bsrnn.models import ARCHITECTURES, Architecture  # noqa: E402
 from bsrnn.separator import Separator  # noqa: E402
 from tests.toy_arch.toy_mask import ToyMask, ToyMaskConfig  # noqa: E402
@@ -44,10 +43,10 @@ def compose_cfg(overrides: list[str]):
 
 
 @pytest.mark.slow
-def test_a_toy_architecture_trains_separates_evaluates_and_infers(toy_architecture, tmp_path):
-    data = tmp_path / "toy"
-    generate_toy_dataset(data, ToyParams(n_train=3, n_test=1, min_duration=3.0,
-                                         max_duration=3.5, seed=0), progress=False)  # fmt: skip
+def test_a_toy_architecture_trains_separates_evaluates_and_infers(
+    toy_architecture, toy_data, tmp_path
+):
+    data = toy_data
     common = [
         "dset=toy", f"dset.data_dir={data}", "dset.num_workers=0", f"out_dir={tmp_path / 'out'}",
         "src_mod=toy-mask", "targets=[vocals,bass]", "eval.progress=false",

@@ -24,7 +24,6 @@ import import_msst  # noqa: E402
 import inference as inference_script  # noqa: E402
 import train as train_script  # noqa: E402
 from bsrnn.checkpoints import load_model  # noqa: E402
-from bsrnn.data.toy import ToyParams, generate_toy_dataset  # noqa: E402
 from bsrnn.errors import CheckpointError, ConfigError  # noqa: E402
 from bsrnn.models.roformer import BSRoformer, MelRoformer  # noqa: E402
 
@@ -36,14 +35,6 @@ def msst_dir() -> Path:
     if not MSST.is_dir():
         pytest.fail(f"MSST fixtures not found at {MSST} (shared/ sits beside the repo)")
     return MSST
-
-
-@pytest.fixture(scope="module")
-def toy_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("toy") / "toy"
-    params = ToyParams(n_train=3, n_test=1, min_duration=3.0, max_duration=3.5, seed=0)
-    generate_toy_dataset(root, params, progress=False)
-    return root
 
 
 def small(toy: Path, tmp: Path, preset: str) -> list[str]:

@@ -18,7 +18,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from bsrnn.callbacks import WeightsSyncCheck
 from bsrnn.checkpoints import load_model, read_checkpoint
-from bsrnn.data.toy import ToyParams, generate_toy_dataset
 from bsrnn.errors import ConfigError, DatasetError, NonFiniteLossError
 from bsrnn.models import count_parameters
 
@@ -31,15 +30,6 @@ from conftest import run_config  # noqa: E402
 import train as train_script  # noqa: E402
 
 PYTHON = sys.executable
-
-
-@pytest.fixture(scope="session")
-def toy_data(tmp_path_factory) -> Path:
-    """A tiny stand-in dataset: 3 training songs (1 for validation) of 3-3.5 s, 1 test song."""
-    root = tmp_path_factory.mktemp("toy") / "toy"
-    params = ToyParams(n_train=3, n_test=1, min_duration=3.0, max_duration=3.5, seed=0)
-    generate_toy_dataset(root, params, progress=False)
-    return root
 
 
 def small_overrides(toy: Path, tmp: Path) -> list[str]:

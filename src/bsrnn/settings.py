@@ -345,6 +345,7 @@ class RunSettings:
     tb_dir: str = "tb_logs/"
     tb_version: str | int | None = None
     model_dir: str | None = None
+    preset_name: str = ""
     offset: float = 0.0
     max_len: float | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -375,7 +376,7 @@ class RunSettings:
             from pathlib import Path
 
             return Path(self.model_dir).name
-        return str(self.extra.get("src_mod_name", self.arch))
+        return self.preset_name or self.arch
 
 
 def build_settings(config: Mapping[str, Any]) -> RunSettings:
@@ -422,7 +423,6 @@ def build_settings(config: Mapping[str, Any]) -> RunSettings:
         if config.get(key) is not None and not isinstance(config[key], str):
             raise ConfigError(f"invalid {key}={config[key]!r}: expected {_TOP_LEVEL[key]}")
     extra = {k: v for k, v in config.items() if k not in _TOP_LEVEL and not _is_group(k)}
-    extra["src_mod_name"] = str(preset.get("name") or arch)
     return RunSettings(
         arch=arch,
         model=model,
@@ -440,6 +440,7 @@ def build_settings(config: Mapping[str, Any]) -> RunSettings:
         tb_dir=str(config["tb_dir"]),
         tb_version=config.get("tb_version"),
         model_dir=config.get("model_dir"),
+        preset_name=str(preset.get("name") or arch),
         offset=offset,
         max_len=max_len,
         extra=extra,
