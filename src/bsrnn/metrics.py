@@ -32,6 +32,7 @@ or mean (uSDR). Arrays are ``[sources, channels, samples]`` (numpy or torch).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -432,3 +433,111 @@ def average_over_targets(per_target: Any) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(np.nanmean(values)) if values.size else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# MSST's metrics (ZFTurbo/Music-Source-Separation-Training, utils/metrics.py): one stem
+# [channels, samples], float32 as MSST computes them
+# --------------------------------------------------------------------------------------------
+SI_SDR = "si_sdr"
+BLEEDLESS = "bleedless"
+FULLNESS = "fullness"
+L1_FREQ = "l1_freq"
+#: Every metric ``eval.metrics`` accepts, in table order (SDR synonyms: :data:`_SDR_TYPES`).
+METRICS = (USDR, CSDR, SI_SDR, BLEEDLESS, FULLNESS, L1_FREQ)
+#: What each metric is called in tables.
+METRIC_LABELS = {
+    USDR: "uSDR",
+    CSDR: "cSDR",
+    SI_SDR: "SI-SDR",
+    BLEEDLESS: "bleedless",
+    FULLNESS: "fullness",
+    L1_FREQ: "L1Freq",
+}
+
+
+def normalize_metric(name: str) -> str:
+    """Canonical metric name: an SDR synonym (``museval``, ``global``...) or one of
+    :data:`METRICS`."""
+    key = str(name).strip().lower()
+    if key in _SDR_TYPES:
+        return _SDR_TYPES[key]
+    if key not in METRICS:
+        raise ConfigError(
+            f"unknown eval.metrics entry {name!r}: expected any of {', '.join(METRICS)}"
+        )
+    return key
+
+
+def _one_stem(reference: Any, estimate: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as float32 CPU tensors ``[C, T]`` of the same shape."""
+    ref = torch.as_tensor(_to_numpy(reference, "reference")).float()
+    est = torch.as_tensor(_to_numpy(estimate, "estimate")).float()
+    if ref.shape != est.shape or ref.dim() != 2:
+        raise ValueError(
+            f"expected reference and estimate [channels, samples] of one shape, got "
+            f"{tuple(ref.shape)} and {tuple(est.shape)}"
+        )
+    return ref, est
+
+
+def si_sdr(reference: Any, estimate: Any, eps: float = 1e-8) -> float:
+    """MSST's scale-invariant SDR in dB of one stem ``[C, T]``: the reference scaled by
+    ``sum(s_hat * s + eps) / sum(s^2 + eps)`` (eps added per element, as MSST does), then
+    ``10 log10(sum (a s)^2 / (sum (a s - s_hat)^2 + eps) + eps)``, in float32."""
+    ref, est = _one_stem(reference, estimate)
+    ref_np, est_np = ref.numpy(), est.numpy()
+    scale = np.sum(est_np * ref_np + np.float32(eps)) / np.sum(ref_np**2 + np.float32(eps))
+    scaled = ref_np * scale
+    ratio = np.sum(scaled**2) / (np.sum((scaled - est_np) ** 2) + eps) + eps
+    return float(10 * np.log10(ratio))
+
+
+def l1_freq(reference: Any, estimate: Any, n_fft: int = 2048, hop: int = 1024) -> float:
+    """MSST's L1Freq of one stem ``[C, T]``: ``100 / (1 + 10 mean|(|S_hat| - |S|)|)`` with
+    ``S`` torch.stft's defaults (no window, centred, reflect padding), n_fft 2048, hop 1024."""
+    ref, est = _one_stem(reference, estimate)
+    window = torch.ones(n_fft)  # torch.stft's default (no window), stated to silence its warning
+    mag_ref = torch.stft(ref, n_fft, hop, window=window, return_complex=True).abs()
+    mag_est = torch.stft(est, n_fft, hop, window=window, return_complex=True).abs()
+    loss = 10 * torch.nn.functional.l1_loss(mag_est, mag_ref)
+    return 100.0 / (1.0 + float(loss))
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    from bsrnn.bands import mel_filterbank
+
+    return mel_filterbank(sample_rate, n_fft, n_mels)
+
+
+def _mel_db(x: torch.Tensor, filters: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """``[C, T]`` -> mel magnitudes in dB ``[C, mels, frames]``: |STFT| (periodic Hann,
+    centred, zero padding), mel filters, ``20 log10(max(., 1e-10))`` floored at the maximum
+    over the whole tensor minus 80 dB."""
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(x, n_fft, hop, window=window, pad_mode="constant", return_complex=True)
+    db = 20.0 * torch.log10(torch.clamp(filters @ spec.abs(), min=1e-10))
+    return torch.maximum(db, db.amax() - 80.0)
+
+
+def bleedless_fullness(
+    reference: Any,
+    estimate: Any,
+    sample_rate: int = 44100,
+    n_fft: int = 4096,
+    hop: int = 1024,
+    n_mels: int = 512,
+) -> tuple[float, float]:
+    """MSST's bleedless and fullness of one stem ``[C, T]``: of the differences
+    ``estimate - reference`` of the mel spectrograms in dB (:func:`_mel_db`; 512 Slaney mel
+    bands from 0 to sr/2), ``100 / (1 + mean of the positive ones)`` (bleedless: no energy
+    the reference lacks) and ``100 / (1 + |mean of the negative ones|)`` (fullness: no
+    energy missing). A sign without any difference counts as a mean of 0 (score 100)."""
+    ref, est = _one_stem(reference, estimate)
+    filters = _mel_filters(int(sample_rate), int(n_fft), int(n_mels))
+    diff = _mel_db(est, filters, n_fft, hop) - _mel_db(ref, filters, n_fft, hop)
+    positive, negative = diff[diff > 0], diff[diff < 0]
+    mean_pos = float(positive.mean()) if positive.numel() else 0.0
+    mean_neg = float(negative.mean()) if negative.numel() else 0.0
+    return 100.0 / (mean_pos + 1.0), 100.0 / (1.0 - mean_neg)
