@@ -124,7 +124,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             resume,
         )
         resume = None
-    loss = build_loss(optim.loss_type, optim.loss_domain_for(net.config.default_loss_domain), net)
+    loss = build_loss(optim.loss_type, optim.loss_domain_for(net.config.default_loss_domain), net,
+                      q=optim.loss_q, coarse=optim.loss_coarse)  # fmt: skip
     datamodule = MusdbDataModule(data, targets=targets, fast_tr=settings.fast_tr)
 
     overrides, choices, multirun = _run_info()
@@ -139,6 +140,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         progress_bar=bool(trainer_cfg.get("enable_progress_bar", True)),
         recorder=recorder,
         warmup_steps=settings.scheduler.warmup_steps,
+        ema_momentum=optim.ema_momentum,
     )
     logger = build_logger(settings.tb_dir, run_name, version=tb_version)
     accelerator = str(trainer_cfg.get("accelerator", "auto"))

@@ -198,3 +198,55 @@ def test_t_plus_mrstft_zero_for_perfect_estimate_and_differentiable():
 
     assert "t+mrstft" in L1_LOSS_DOMAINS
     test_zero_for_perfect_estimate_and_differentiable("L1", "t+mrstft")
+
+
+# ------------------------------------------------------------------------------------------
+# MSST's quantile-masked MSE
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["scnet-stereo-4stems", "scnet-masked-stereo-4stems"])
+def test_masked_mse_matches_msst_fixtures(case):
+    """MSST's masked_loss (q 0.95, coarse, as the fixtures' yaml sets) and its plain MSE."""
+    from conftest import SHARED
+
+    from bsrnn.losses import MaskedMSELoss
+
+    path = SHARED / "fixtures" / "msst-scnet" / f"{case}.io.pt"
+    if not path.is_file():
+        pytest.fail(f"MSST SCNet fixtures not found at {path}")
+    data = torch.load(path, weights_only=True)
+    yaml_text = path.with_name(f"{case}.yaml").read_text()
+    assert "q: 0.95" in yaml_text and "coarse_loss_clip: true" in yaml_text
+    loss = MaskedMSELoss(q=0.95, coarse=True)(data["output"], data["target"])
+    assert float(loss) == pytest.approx(float(data["masked_loss"]), rel=1e-5)
+    mse = torch.nn.functional.mse_loss(data["output"], data["target"])
+    assert float(mse) == pytest.approx(float(data["mse"]), rel=1e-5)
+    assert float(loss) < float(mse)  # it dropped the worst item of each stem
+
+
+@pytest.mark.parametrize("coarse", [True, False])
+def test_masked_mse_equals_the_definition(coarse):
+    from bsrnn.losses import MaskedMSELoss
+
+    gen = torch.Generator().manual_seed(0)
+    est = torch.randn(6, 3, 2, 50, generator=gen, requires_grad=True)
+    ref = torch.randn(6, 3, 2, 50, generator=gen)
+    loss = MaskedMSELoss(q=0.7, coarse=coarse)(est, ref)
+    err = (est - ref).detach().square().transpose(0, 1)
+    if coarse:
+        err = err.mean(dim=(-1, -2))
+    err = err.reshape(3, -1)
+    threshold = torch.quantile(err, 0.7, dim=1, keepdim=True)
+    expected = (err * (err < threshold)).mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    loss.backward()
+    assert est.grad is not None and est.grad.abs().sum() > 0
+
+
+def test_masked_mse_batch_of_one_is_the_plain_mse():
+    """MSST's masked loss is 0 for a batch of one (MSST issue #30); ours gives the MSE."""
+    from bsrnn.losses import MaskedMSELoss
+
+    est, ref = torch.randn(1, 2, 2, 100), torch.randn(1, 2, 2, 100)
+    loss = MaskedMSELoss()(est, ref)
+    assert float(loss) > 0
+    assert float(loss) == pytest.approx(float(torch.nn.functional.mse_loss(est, ref)))

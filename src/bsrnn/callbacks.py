@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
     TQDMProgressBar,
+    WeightAveraging,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -230,6 +231,20 @@ class LinearWarmup(Callback):
                 group["lr"] = rate * scale
 
 
+def ema_callback(momentum: float) -> WeightAveraging:
+    """Lightning's :class:`WeightAveraging` as MSST keeps its EMA: an ``AveragedModel`` of the
+    parameters with ``get_ema_multi_avg_fn(momentum)`` (``avg = momentum * avg + (1 -
+    momentum) * w`` after each optimizer step, starting from the first step's weights),
+    buffers not averaged (they are constants here: STFT windows, band indices, which an
+    average would corrupt). Validation runs on the average, and every checkpoint's
+    ``state_dict`` holds it (the raw weights go to ``current_model_state``), so ``<target>.ckpt``
+    and everything that loads it (evaluation, separation) use the averaged weights;
+    ``ckpt_path=last`` resumes both."""
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    return WeightAveraging(use_buffers=False, multi_avg_fn=get_ema_multi_avg_fn(momentum))
+
+
 def build_callbacks(
     *,
     best_path: Path,
@@ -241,12 +256,13 @@ def build_callbacks(
     recorder: RunRecorder | None = None,
     warmup_steps: int = 0,
     media_seconds: float = 5.0,
+    ema_momentum: float | None = None,
 ) -> list[Callback]:
     """Checkpoints (best by ``monitor_key`` in ``monitor_mode`` → ``best_path``; last →
     ``last_path``), early stopping after ``patience`` epochs without improvement (None:
     none), the
     learning-rate warm-up and logging, validation media, the progress bar, the DDP weights
-    check and the run recorder."""
+    check, the run recorder, and the EMA of the weights (``ema_momentum``; None: none)."""
     if best_path.parent != last_path.parent:
         raise ValueError(f"best and last checkpoints must share a folder: {best_path}, {last_path}")
     key, mode = monitor_key, monitor_mode
@@ -267,6 +283,8 @@ def build_callbacks(
         WeightsSyncCheck(),
         MediaLogger(media_seconds),
     ]
+    if ema_momentum is not None:
+        callbacks.append(ema_callback(ema_momentum))
     if patience is not None:
         callbacks.append(EarlyStopping(monitor=key, mode=mode, patience=int(patience)))
     if warmup_steps > 0:

@@ -10,6 +10,9 @@
   (:class:`MultiResolutionSTFTLoss`), the loss BS-/Mel-RoFormer are trained with.
 
 ``loss`` is the mean absolute error (``L1``) or mean squared error (``MSE``) of each term.
+
+``masked_mse`` (:class:`MaskedMSELoss`) is MSST's quantile-masked waveform MSE, the loss of its
+SCNet, MDX23C and HTDemucs recipes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from bsrnn.models.roformer import RoformerConfig
 from bsrnn.spectral import STFT
 
 LOSS_TYPES = ("L1", "MSE")
+#: MSST's quantile-masked MSE on the waveform (:class:`MaskedMSELoss`).
+MASKED_MSE = "masked_mse"
 #: Domains for every loss type.
 LOSS_DOMAINS = ("t", "tf", "t+tf")
 #: Domains for the L1 loss only (MSST's RoFormer loss).
@@ -223,10 +228,73 @@ class SeparationLoss(nn.Module):
         return torch.stack(list(terms.values())).sum()
 
 
-def build_loss(loss_type: str, domain: str, model) -> SeparationLoss:
+class MaskedMSELoss(nn.Module):
+    """MSST's quantile-masked ("trimmed") MSE on the waveform (its ``masked_loss``).
+
+    The squared error per element, ``[S, B, C, T]`` (stems first); with ``coarse`` its mean
+    over channels and time -> ``[S, B]``; per stem, the ``q``-quantile over the rest
+    (detached, linear interpolation); the elements strictly below it kept, the others zeroed;
+    the mean over all elements. It drops the worst-fitting examples of each stem (e.g. a
+    badly labelled stem) from the gradient.
+
+    With a single item per stem (a batch of one with ``coarse``) every value equals its
+    quantile, so MSST's loss is always 0 (MSST issue #30): the settings refuse
+    ``dset.batch_size=1`` with this loss, and a batch of one that still occurs (the last
+    training batch, whole-track validation) gets the plain MSE instead.
+
+    ``forward(est [B, S, C, T], ref [B, S, C, T], est_stfts=None) -> scalar`` (``est_stfts``
+    is ignored: the loss is on the waveform).
+    """
+
+    def __init__(self, q: float = 0.95, coarse: bool = True) -> None:
+        super().__init__()
+        if not 0.0 < q <= 1.0:
+            raise ConfigError(f"invalid optim.loss_q={q!r}: expected a quantile in (0, 1]")
+        self.q = float(q)
+        self.coarse = bool(coarse)
+
+    def extra_repr(self) -> str:
+        return f"loss_type={MASKED_MSE}, q={self.q}, coarse={self.coarse}"
+
+    def forward(
+        self, est: torch.Tensor, ref: torch.Tensor, est_stfts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if est.shape != ref.shape or est.dim() < 3:
+            raise ValueError(
+                "estimate and reference waveforms must have the same shape [B, S, ...], got "
+                f"{tuple(est.shape)} and {tuple(ref.shape)}"
+            )
+        error = (est.float() - ref.float()).square().transpose(0, 1)  # [S, B, ...]
+        if est.shape[0] == 1:
+            return error.mean()
+        if self.coarse:
+            error = error.mean(dim=(-1, -2))
+        error = error.reshape(error.shape[0], -1)  # [S, N]
+        mask = error < _quantile_rows(error.detach(), self.q)
+        return (error * mask).mean()
+
+
+def _quantile_rows(x: torch.Tensor, q: float) -> torch.Tensor:
+    """The ``q``-quantile of each row of ``x [R, N]`` with linear interpolation ->
+    ``[R, 1]``: ``torch.quantile(x, q, dim=1, keepdim=True)``'s value, by ``kthvalue`` (no
+    limit on ``N``, unlike ``torch.quantile``)."""
+    position = q * (x.shape[1] - 1)
+    lower = int(position)
+    upper = min(lower + 1, x.shape[1] - 1)
+    below = torch.kthvalue(x, lower + 1, dim=1, keepdim=True).values
+    above = torch.kthvalue(x, upper + 1, dim=1, keepdim=True).values
+    return torch.lerp(below, above, position - lower)
+
+
+def build_loss(
+    loss_type: str, domain: str, model, *, q: float = 0.95, coarse: bool = True
+) -> SeparationLoss | MaskedMSELoss:
     """The training loss of ``model`` (a :class:`~bsrnn.models.SeparationModel`) in
     ``domain``: the model's own STFT for the ``tf`` term, its multi-resolution options (or
-    MSST's defaults) for ``mrstft``."""
+    MSST's defaults) for ``mrstft``; ``masked_mse``: :class:`MaskedMSELoss` (``q``,
+    ``coarse``) on the waveform, whatever the domain."""
+    if loss_type == MASKED_MSE:
+        return MaskedMSELoss(q, coarse)
     spec = model.stft_spec
     return SeparationLoss(
         loss_type=loss_type,

@@ -68,6 +68,13 @@ def _boolean(key: str, value: Any) -> bool:
     return value
 
 
+def _fraction(key: str, value: Any, expected: str, maximum: float) -> float:
+    """A number in ``(0, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= maximum:
+        raise ConfigError(f"invalid {key}={value!r}: expected {expected}")
+    return float(value)
+
+
 def _locate(key: str, target: Any) -> Callable[..., Any]:
     """The class or function a ``_target_`` names (ConfigError naming ``key`` otherwise)."""
     import importlib
@@ -142,7 +149,10 @@ class OptimSettings:
     ``optimizer``: a ``_target_`` node (``torch.optim.Adam`` by default) and its keyword
     arguments other than ``lr`` (``lr`` is this group's, scaled by ``scale_lr``).
     ``loss_type`` L1/MSE, ``loss_domain`` ``t``/``tf``/``t+tf``/``t+mrstft`` (null: the
-    architecture's own, :attr:`~bsrnn.models.ModelConfig.default_loss_domain`).
+    architecture's own, :attr:`~bsrnn.models.ModelConfig.default_loss_domain`);
+    ``masked_mse``: MSST's quantile-masked waveform MSE with ``loss_q`` and ``loss_coarse``
+    (:class:`~bsrnn.losses.MaskedMSELoss`). ``ema_momentum``: an exponential moving average
+    of the weights (null: none), used for validation, checkpoints and separation.
     ``monitor_val`` ``loss``/``sdr``: checkpoint choice and early stopping (``patience``
     epochs; null: none). ``val_loss`` ``chunks`` (the reference's) or ``track``. ``scale_lr``: the
     reference's rule, ``lr * batch_size * devices * accumulate_grad_batches / 16``.
@@ -159,13 +169,27 @@ class OptimSettings:
     grad_clip_norm: float | None = 5.0
     accumulate_grad_batches: int = 1
     scale_lr: bool = False
+    loss_q: float = 0.95
+    loss_coarse: bool = True
+    ema_momentum: float | None = None
 
     def __post_init__(self) -> None:
-        from bsrnn.losses import L1_LOSS_DOMAINS, LOSS_DOMAINS, LOSS_TYPES
+        from bsrnn.losses import L1_LOSS_DOMAINS, LOSS_DOMAINS, LOSS_TYPES, MASKED_MSE
 
         set_ = functools.partial(object.__setattr__, self)
         set_("lr", _number("optim.lr", self.lr, minimum=0.0))
-        set_("loss_type", _choice("optim.loss_type", self.loss_type, LOSS_TYPES))
+        set_("loss_type", _choice("optim.loss_type", self.loss_type, (*LOSS_TYPES, MASKED_MSE)))
+        set_("loss_q", _fraction("optim.loss_q", self.loss_q, "a quantile in (0, 1]", 1.0))
+        _boolean("optim.loss_coarse", self.loss_coarse)
+        if self.ema_momentum is not None:
+            momentum = _fraction("optim.ema_momentum", self.ema_momentum,
+                                 "null or a momentum in (0, 1)", 1.0 - 1e-12)  # fmt: skip
+            set_("ema_momentum", momentum)
+        if self.loss_type == MASKED_MSE and self.loss_domain not in (None, "t"):
+            raise ConfigError(
+                f"invalid optim.loss_domain={self.loss_domain!r} with optim.loss_type="
+                f"{MASKED_MSE}: MSST's masked loss is on the waveform (null or t)"
+            )
         if self.loss_domain is not None:
             _choice("optim.loss_domain", self.loss_domain, LOSS_DOMAINS + L1_LOSS_DOMAINS)
             if self.loss_domain in L1_LOSS_DOMAINS and self.loss_type != "L1":
@@ -404,6 +428,12 @@ def build_settings(config: Mapping[str, Any]) -> RunSettings:
     reject_unknown_keys(optim_cfg, [f.name for f in fields(OptimSettings)], "optim")
     optim = OptimSettings(**optim_cfg)
     scheduler = SchedulerSettings.from_mapping(config.get("scheduler"))
+    if optim.loss_type == "masked_mse" and data.batch_size == 1:
+        raise ConfigError(
+            "optim.loss_type=masked_mse with dset.batch_size=1: MSST's masked loss keeps what "
+            "lies below the quantile over the batch, which is nothing with one item (always 0)"
+            "; use dset.batch_size >= 2 or optim.loss_type=MSE"
+        )
 
     seed = _integer("seed", config.get("seed", 42), 0)
     targets = config.get("targets") or []
