@@ -292,3 +292,55 @@ def test_tta_and_wiener_settings_reach_the_separator_and_the_identity(setup, tmp
     with pytest.raises(ConfigError, match="wiener_iterations"):
         EvalSettings(wiener_iterations=-1)
     assert EvalSettings(tta=True).separator_options()["tta"] is True
+
+
+def test_more_metrics_add_columns_and_resume(setup, tmp_path, caplog):
+    """eval.metrics: every metric's columns in the per-track file, the summary and the table;
+    the values are those of bsrnn.metrics (checked against MSST's own in test_metrics)."""
+    from bsrnn import metrics
+
+    names = ["usdr", "si_sdr", "bleedless", "fullness", "l1_freq", "museval"]
+    rec = tmp_path / "rec"
+    result = evaluate(setup, tmp_path / "out", metrics=names, rec_dir=str(rec))
+    assert result.metrics == ["usdr", "si_sdr", "bleedless", "fullness", "l1_freq", "csdr"]
+    for name in ("track0", "track2"):
+        mix, refs = track_audio(setup, name)
+        est = np.stack([read_audio(rec / name / f"{t}.wav")[0] for t in TARGETS])
+        row = result.per_track[name]
+        np.testing.assert_allclose([row[t] for t in TARGETS], usdr_by_definition(refs, est),
+                                   atol=1e-3)  # fmt: skip
+        for j, t in enumerate(TARGETS):
+            assert row[f"{t}.si_sdr"] == pytest.approx(metrics.si_sdr(refs[j], est[j]), abs=1e-4)
+            bleedless, fullness = metrics.bleedless_fullness(refs[j], est[j], SR)
+            assert row[f"{t}.bleedless"] == pytest.approx(bleedless, rel=1e-4)
+            assert row[f"{t}.fullness"] == pytest.approx(fullness, rel=1e-4)
+            assert row[f"{t}.l1_freq"] == pytest.approx(metrics.l1_freq(refs[j], est[j]), rel=1e-4)
+    # means over tracks, except cSDR (median); track3 (silent bass) has no cSDR only
+    si = [result.per_track[n]["vocals.si_sdr"] for n in sorted(result.per_track)]
+    assert result.aggregates["si_sdr"]["vocals"] == pytest.approx(np.mean(si))
+    assert np.isnan(result.per_track["track3"]["bass.csdr"]) and result.excluded == ["track3"]
+    table = result.table()
+    for head in ("uSDR - bsrnn-tiny", "SI-SDR - bsrnn-tiny", "bleedless - bsrnn-tiny",
+                 "fullness - bsrnn-tiny", "L1Freq - bsrnn-tiny", "cSDR - bsrnn-tiny"):  # fmt: skip
+        assert head in table
+    rows = read_rows(tmp_path / "out" / "bsrnn-tiny" / "test_results_usdr.csv")
+    assert list(rows[0]) == ["track", "vocals", "bass", *(f"{t}.{m}" for m in result.metrics[1:]
+                                                         for t in TARGETS)]  # fmt: skip
+    summary = read_rows(tmp_path / "out" / "test_results_usdr.csv")[0]
+    assert float(summary["bass.fullness"]) == pytest.approx(result.aggregates["fullness"]["bass"])
+    assert float(summary["average.si_sdr"]) == pytest.approx(result.averages["si_sdr"])
+    # a second run resumes every column; another list of metrics starts over
+    with caplog.at_level(logging.INFO):
+        again = evaluate(setup, tmp_path / "out", metrics=names, rec_dir=str(rec))
+    assert "resuming: 4 track(s)" in caplog.text
+    assert again.aggregates["si_sdr"] == result.aggregates["si_sdr"]
+    fewer = evaluate(setup, tmp_path / "out", metrics=["usdr", "si_sdr"])
+    assert fewer.metrics == ["usdr", "si_sdr"]
+    assert (tmp_path / "out" / "bsrnn-tiny" / "test_results_usdr.csv.old").is_file()
+
+
+def test_unknown_metric_is_one_line():
+    with pytest.raises(ConfigError, match=r"eval.metrics entry 'psnr'.*usdr, csdr, si_sdr"):
+        EvalSettings(metrics=["usdr", "psnr"])
+    with pytest.raises(ConfigError, match="eval.metrics"):
+        EvalSettings(metrics="si_sdr")

@@ -32,15 +32,19 @@ from bsrnn.chunking import ChunkSettings
 from bsrnn.data import DataSettings, Track, read_track_audio
 from bsrnn.errors import ConfigError, SilentSourceError, reject_unknown_keys
 from bsrnn.metrics import (
+    CSDR,
+    METRIC_LABELS,
     USDR,
     csdr_frames,
     csdr_frames_museval,
     median_over_frames,
+    normalize_metric,
     normalize_sdr_type,
+    stem_metrics,
     usdr,
 )
 from bsrnn.paths import checkpoint_path
-from bsrnn.results import EvalResult, ResultsFile, file_digest, update_summary
+from bsrnn.results import EvalResult, ResultsFile, file_digest, result_column, update_summary
 from bsrnn.runtime import PRECISIONS, set_num_threads
 from bsrnn.separator import Separator
 
@@ -57,7 +61,10 @@ BASELINES = ("mixture",)
 class EvalSettings:
     """Every evaluation option (config group ``eval``), with its one default.
 
-    Scoring: ``sdr_type`` ``usdr``/``csdr`` (synonyms accepted), the cSDR window and hop in
+    Scoring: ``sdr_type`` ``usdr``/``csdr`` (synonyms accepted); ``metrics``: null (the
+    ``sdr_type`` alone) or the list of metrics to compute among ``usdr``, ``csdr``,
+    ``si_sdr``, ``bleedless``, ``fullness``, ``l1_freq`` (the first names the results files
+    and the checkpoint-free summary column); the cSDR window and hop in
     seconds, ``museval_backend`` ``fast`` (exact, without the distortion filters) or
     ``package`` (museval's own bss_eval, slow); ``strict``: a track museval refuses (a silent
     source) is an error instead of being excluded (and listed) from the aggregate.
@@ -74,6 +81,7 @@ class EvalSettings:
     """
 
     sdr_type: str = USDR
+    metrics: tuple[str, ...] | None = None
     sdr_win: float = 1.0
     sdr_hop: float = 1.0
     museval_backend: str = "fast"
@@ -96,6 +104,12 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sdr_type", normalize_sdr_type(self.sdr_type))
+        if self.metrics is not None:
+            if isinstance(self.metrics, str) or not self.metrics:
+                raise ConfigError(f"invalid eval.metrics={self.metrics!r}: expected a non-empty "
+                                  "list, e.g. [usdr, si_sdr, bleedless, fullness]")  # fmt: skip
+            names = tuple(dict.fromkeys(normalize_metric(m) for m in self.metrics))
+            object.__setattr__(self, "metrics", names)
         precision = str(self.precision).strip().lower()
         if precision not in PRECISIONS:
             raise ConfigError(
@@ -127,6 +141,11 @@ class EvalSettings:
                 f"eval.num_workers={self.num_workers} and eval.num_threads={self.num_threads} "
                 "must be >= 0"
             )
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics to compute, the first one primary: ``metrics``, or ``(sdr_type,)``."""
+        return self.metrics if self.metrics is not None else (self.sdr_type,)
 
     def separator_options(self) -> dict[str, Any]:
         """The :class:`~bsrnn.separator.Separator` keyword arguments these settings give:
@@ -196,15 +215,17 @@ def score_track(
     settings: EvalSettings,
     names: Sequence[str] | None = None,
     track: str = "track",
+    kind: str | None = None,
 ) -> np.ndarray:
-    """SDR per source of one track, float64 ``[S]``; arrays ``[S, C, T]``.
+    """SDR per source of one track, float64 ``[S]``; arrays ``[S, C, T]``. ``kind``:
+    ``usdr``/``csdr`` (None: ``settings.sdr_type``).
 
     cSDR evaluates all sources jointly (museval's semantics). A track with a wholly silent
     source has no cSDR (museval refuses it): NaN for every source with a warning (the results
     list the track as excluded), or a SilentSourceError with ``settings.strict``.
     """
     estimates = fit_length(estimates, references.shape[-1])
-    if settings.sdr_type == USDR:
+    if (kind or settings.sdr_type) == USDR:
         return usdr(references, estimates)
     win = int(settings.sdr_win * sample_rate)
     hop = int(settings.sdr_hop * sample_rate)
@@ -234,9 +255,34 @@ class TrackJob:
     rec_dir: str | None
 
 
+def score_track_metrics(
+    references: np.ndarray,
+    estimates: np.ndarray,
+    sample_rate: int,
+    settings: EvalSettings,
+    names: Sequence[str],
+    track: str = "track",
+) -> dict[str, float]:
+    """Every metric of ``settings.metric_names`` per source of one track: ``{column: value}``
+    with the columns of :func:`bsrnn.results.result_column` (the primary metric under the
+    target's name, the others as ``<target>.<metric>``)."""
+    estimates = fit_length(estimates, references.shape[-1])
+    metrics = settings.metric_names
+    values = stem_metrics(metrics, references, estimates, sample_rate)
+    for kind in metrics:
+        if kind in (USDR, CSDR):
+            values[kind] = score_track(references, estimates, sample_rate, settings, names=names,
+                                       track=track, kind=kind)  # fmt: skip
+    return {
+        result_column(t, kind, metrics[0]): float(values[kind][j])
+        for kind in metrics
+        for j, t in enumerate(names)
+    }
+
+
 def process_track(track: Track, estimator: Estimator, job: TrackJob) -> dict[str, float]:
     """Separate one track, write its estimates under ``<rec_dir>/<track>/`` when given, and
-    return ``{target: SDR}``."""
+    return its scores: ``{target: SDR}`` (more columns with ``eval.metrics``)."""
     targets = estimator.targets
     sources = list(dict.fromkeys([*job.sources, *targets]))
     mixture, stems = read_track_audio(track, sources, mixture=job.mixture)
@@ -246,10 +292,9 @@ def process_track(track: Track, estimator: Estimator, job: TrackJob) -> dict[str
         for target, est in zip(targets, estimates):
             path = Path(job.rec_dir) / track.name / f"{target}.wav"
             write_audio(path, est, track.sample_rate, "FLOAT")
-    scores = score_track(
+    return score_track_metrics(
         refs, estimates, track.sample_rate, job.settings, names=targets, track=track.name
     )
-    return {t: float(s) for t, s in zip(targets, scores)}
 
 
 _WORKER: dict[str, Any] = {}
@@ -323,7 +368,8 @@ def evaluate_tracks(
                 bar.update(1)
 
     per_track = {n: results.rows[n] for n in names}
-    return EvalResult(model, settings.sdr_type, list(estimator.targets), per_track)
+    metrics = list(settings.metric_names)
+    return EvalResult(model, metrics[0], list(estimator.targets), per_track, metrics=metrics)
 
 
 def run_evaluation(
@@ -393,7 +439,9 @@ def run_evaluation(
         }
         estimator = SeparatorEstimator(separator)
 
-    kind = settings.sdr_type
+    kind = settings.metric_names[0]
+    if settings.metric_names != (settings.sdr_type,):
+        identity["metrics"] = list(settings.metric_names)
     identity.update(
         model=model_name,
         targets=targets,
@@ -403,14 +451,18 @@ def run_evaluation(
         data_dir=str(Path(data.data_dir).resolve()),
         subset=settings.subset,
     )
-    results = ResultsFile(results_dir / f"test_results_{kind}.csv", targets, identity)
+    columns = [result_column(t, m, kind) for m in settings.metric_names for t in targets]
+    results = ResultsFile(results_dir / f"test_results_{kind}.csv", targets, identity, columns)
     log.info(
         "evaluating %s on %d %s track(s) of %s: %s, targets %s, %d thread(s)",
         model_name,
         len(tracks),
         settings.subset,
         data.data_dir,
-        "uSDR" if kind == USDR else f"cSDR ({settings.museval_backend})",
+        ", ".join(
+            f"cSDR ({settings.museval_backend})" if m == CSDR else METRIC_LABELS[m]
+            for m in settings.metric_names
+        ),
         ", ".join(targets),
         threads,
     )

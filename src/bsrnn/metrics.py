@@ -412,17 +412,17 @@ def median_over_frames(frames: np.ndarray) -> np.ndarray:
 
 
 def aggregate_tracks(per_track: Any, sdr_type: str) -> np.ndarray:
-    """``[tracks, sources]`` -> ``[sources]``: mean over tracks for uSDR, median for cSDR,
-    both ignoring NaN (a source without any number gives NaN)."""
+    """``[tracks, sources]`` -> ``[sources]``: median over tracks for cSDR, mean for the
+    other metrics (uSDR, MSST's), both ignoring NaN (a source without any number gives NaN)."""
     values = np.asarray(per_track, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"expected per-track scores [tracks, sources], got shape {values.shape}")
-    kind = normalize_sdr_type(sdr_type)
+    kind = normalize_metric(sdr_type)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns / empty
         if values.shape[0] == 0:
             return np.full(values.shape[1], np.nan)
-        if kind == USDR:
+        if kind != CSDR:
             return np.nanmean(values, axis=0)
         return np.nanmedian(values, axis=0)
 
@@ -462,7 +462,7 @@ def normalize_metric(name: str) -> str:
     key = str(name).strip().lower()
     if key in _SDR_TYPES:
         return _SDR_TYPES[key]
-    if key not in METRICS:
+    if key not in METRICS:  # one line naming the entry and the choices
         raise ConfigError(
             f"unknown eval.metrics entry {name!r}: expected any of {', '.join(METRICS)}"
         )
@@ -541,3 +541,26 @@ def bleedless_fullness(
     mean_pos = float(positive.mean()) if positive.numel() else 0.0
     mean_neg = float(negative.mean()) if negative.numel() else 0.0
     return 100.0 / (mean_pos + 1.0), 100.0 / (1.0 - mean_neg)
+
+
+def stem_metrics(
+    metrics: Sequence[str], references: Any, estimates: Any, sample_rate: int
+) -> dict[str, np.ndarray]:
+    """MSST's metrics among ``metrics`` (SI-SDR, bleedless, fullness, L1Freq; SDR names are
+    skipped) for each source of ``[S, C, T]`` arrays -> ``{metric: float64 [S]}``."""
+    ref = _to_numpy(references, "references")
+    est = _to_numpy(estimates, "estimates")
+    _check_shapes(ref.shape, est.shape, min_dim=3)
+    wanted = [m for m in metrics if m not in (USDR, CSDR)]
+    out = {m: np.zeros(ref.shape[0]) for m in wanted}
+    for j in range(ref.shape[0]):
+        if SI_SDR in out:
+            out[SI_SDR][j] = si_sdr(ref[j], est[j])
+        if L1_FREQ in out:
+            out[L1_FREQ][j] = l1_freq(ref[j], est[j])
+        if BLEEDLESS in out or FULLNESS in out:
+            bleedless, fullness = bleedless_fullness(ref[j], est[j], sample_rate)
+            for name, value in ((BLEEDLESS, bleedless), (FULLNESS, fullness)):
+                if name in out:
+                    out[name][j] = value
+    return out

@@ -27,11 +27,17 @@ import numpy as np
 
 from bsrnn.errors import DatasetError
 from bsrnn.files import write_text_atomic
-from bsrnn.metrics import CSDR, USDR, aggregate_tracks, average_over_targets
+from bsrnn.metrics import CSDR, METRIC_LABELS, USDR, aggregate_tracks, average_over_targets
 
 log = logging.getLogger(__name__)
 
 SDR_LABELS = {USDR: "uSDR", CSDR: "cSDR"}
+
+
+def result_column(target: str, metric: str, primary: str) -> str:
+    """A results file's column: the target's name for the primary metric (the files of a
+    single metric keep their layout), ``<target>.<metric>`` for the others."""
+    return target if metric == primary else f"{target}.{metric}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -42,13 +48,21 @@ def _fmt(value: float) -> str:
 
 
 class ResultsFile:
-    """Per-track scores in ``path`` (CSV: ``track``, targets...) plus ``<stem>.meta.json``
-    holding the configuration identity they belong to."""
+    """Per-track scores in ``path`` (CSV: ``track``, then ``columns``: the targets, and
+    ``<target>.<metric>`` for more metrics) plus ``<stem>.meta.json`` holding the
+    configuration identity they belong to."""
 
-    def __init__(self, path: str | os.PathLike, targets: Sequence[str], identity: Mapping) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        targets: Sequence[str],
+        identity: Mapping,
+        columns: Sequence[str] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.meta_path = self.path.with_name(self.path.stem + ".meta.json")
         self.targets = list(targets)
+        self.columns = list(columns) if columns is not None else list(targets)
         self.identity = json.loads(json.dumps(dict(identity), sort_keys=True, default=str))
         self.rows: dict[str, dict[str, float]] = {}
 
@@ -80,7 +94,7 @@ class ResultsFile:
             reader = csv.DictReader(f)
             for row in reader:
                 try:
-                    self.rows[row["track"]] = {t: float(row[t]) for t in self.targets}
+                    self.rows[row["track"]] = {c: float(row[c]) for c in self.columns}
                 except (KeyError, TypeError, ValueError) as err:
                     raise DatasetError(
                         f"{self.path}: unreadable row {row!r} ({err}); "
@@ -92,13 +106,13 @@ class ResultsFile:
 
     def add(self, track: str, scores: Mapping[str, float]) -> None:
         """Record one track and rewrite the file atomically (meta first)."""
-        self.rows[track] = {t: float(scores[t]) for t in self.targets}
+        self.rows[track] = {c: float(scores[c]) for c in self.columns}
         write_text_atomic(self.meta_path, json.dumps(self.identity, indent=2, sort_keys=True))
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["track", *self.targets])
+        writer.writerow(["track", *self.columns])
         for name in sorted(self.rows):
-            writer.writerow([name, *(_fmt(self.rows[name][t]) for t in self.targets)])
+            writer.writerow([name, *(_fmt(self.rows[name][c]) for c in self.columns)])
         write_text_atomic(self.path, buf.getvalue())
 
 
@@ -124,7 +138,11 @@ def file_digest(path: str | os.PathLike) -> str:
 @dataclass
 class EvalResult:
     """Per-track scores, their aggregate per target, the average over targets, and the tracks
-    excluded from the aggregate (no score: museval refuses a track with a silent source)."""
+    excluded from the aggregate (no score: museval refuses a track with a silent source).
+
+    ``sdr_type`` is the primary metric (``aggregate``/``average``); ``metrics`` (None: that one
+    alone) every metric of the rows, whose aggregates are in ``aggregates``/``averages``
+    (cSDR: median over tracks; the others: mean)."""
 
     model: str
     sdr_type: str
@@ -133,14 +151,24 @@ class EvalResult:
     aggregate: dict[str, float] = field(default_factory=dict)
     average: float = float("nan")
     excluded: list[str] = field(default_factory=list)
+    metrics: list[str] | None = None
+    aggregates: dict[str, dict[str, float]] = field(default_factory=dict)
+    averages: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.metrics = list(self.metrics or [self.sdr_type])
         names = sorted(self.per_track)
-        values = [[self.per_track[n][t] for t in self.targets] for n in names]
-        agg = aggregate_tracks(np.asarray(values).reshape(-1, len(self.targets)), self.sdr_type)
-        self.aggregate = {t: float(v) for t, v in zip(self.targets, agg)}
-        self.average = average_over_targets(agg)
-        self.excluded = [n for n, row in zip(names, values) if any(math.isnan(v) for v in row)]
+        excluded: set[str] = set()
+        for metric in self.metrics:
+            cols = [result_column(t, metric, self.sdr_type) for t in self.targets]
+            values = [[self.per_track[n][c] for c in cols] for n in names]
+            agg = aggregate_tracks(np.asarray(values).reshape(-1, len(cols)), metric)
+            self.aggregates[metric] = {t: float(v) for t, v in zip(self.targets, agg)}
+            self.averages[metric] = average_over_targets(agg)
+            excluded |= {n for n, row in zip(names, values) if any(math.isnan(v) for v in row)}
+        self.aggregate = self.aggregates[self.sdr_type]
+        self.average = self.averages[self.sdr_type]
+        self.excluded = sorted(excluded)
 
     def table(self) -> str:
         """A Markdown table: one row per target and the average."""
@@ -175,21 +203,23 @@ def format_table(results: Sequence[EvalResult]) -> str:
     if not results:
         raise ValueError("no results to tabulate")
     targets = list(dict.fromkeys(t for r in results for t in r.targets))
-    heads = [f"{SDR_LABELS[r.sdr_type]} - {r.model}" for r in results]
+    heads = [f"{METRIC_LABELS[m]} - {r.model}" for r in results for m in r.metrics]
     width = max(8, *(len(t) for t in targets))
     rows = []
     for name in [*targets, "average"]:
         cells = [name.ljust(width)]
         for r in results:
-            value = r.average if name == "average" else r.aggregate.get(name, float("nan"))
-            cells.append(f"{value:.2f}")
+            for m in r.metrics:
+                agg = r.aggregates[m]
+                value = r.averages[m] if name == "average" else agg.get(name, float("nan"))
+                cells.append(f"{value:.2f}")
         rows.append(cells)
     lines = [render_table([" " * width, *heads], rows, markdown=True)]
     for r in results:
         if r.excluded:
             lines.append(
                 f"{r.model}: {len(r.excluded)} of {len(r.per_track)} track(s) excluded (no "
-                f"{SDR_LABELS[r.sdr_type]}): {', '.join(r.excluded)}"
+                f"{METRIC_LABELS[r.sdr_type]}): {', '.join(r.excluded)}"
             )
     return "\n".join(lines)
 
@@ -206,14 +236,20 @@ def update_summary(path: str | os.PathLike, result: EvalResult) -> Path:
             columns = list(reader.fieldnames or columns)
             rows = [r for r in reader if r.get("model") != result.model]
     new = {"model": result.model, **{t: _fmt(v) for t, v in result.aggregate.items()}}
+    for metric in result.metrics[1:]:
+        for t, v in result.aggregates[metric].items():
+            new[result_column(t, metric, result.sdr_type)] = _fmt(v)
     new["average"] = _fmt(result.average)
+    for metric in result.metrics[1:]:
+        new[f"average.{metric}"] = _fmt(result.averages[metric])
     new["tracks"] = str(len(result.per_track) - len(result.excluded))
     new["excluded"] = ";".join(result.excluded)
     rows.append(new)
     for key in new:
         if key not in columns:
             columns.append(key)
-    tail = [c for c in ("average", "tracks", "excluded") if c in columns]
+    tail = [c for c in columns if c == "average" or c.startswith("average.")]
+    tail += [c for c in ("tracks", "excluded") if c in columns]
     columns = [c for c in columns if c not in tail] + tail  # keep these last
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
