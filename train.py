@@ -178,6 +178,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         settings.scheduler,
         chunking=settings.chunking,
         val_loss=optim.val_loss,
+        val_metrics=tuple(m for m in settings.eval.metrics or () if m not in ("usdr", "csdr")),
     )
     if trainer.is_global_zero:
         log.info("model %s: targets %s; loss %s", name, ", ".join(targets), loss.extra_repr())

@@ -63,10 +63,11 @@ def test_ema_saves_evaluates_and_resumes_the_average(toy_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_masked_mse_trains(toy_data, tmp_path):
+def test_masked_mse_trains_and_validation_logs_metrics(toy_data, tmp_path):
     result = run_train(
         small_overrides(toy_data, tmp_path)
         + ["optim.loss_type=masked_mse", "optim.max_epochs=1", "dset.batch_size=2"]
+        + ["eval.metrics=[usdr,si_sdr,fullness]"]  # validation logs MSST's metrics too
     )
     from pathlib import Path
 
@@ -75,6 +76,10 @@ def test_masked_mse_trains(toy_data, tmp_path):
     assert result["global_step"] == 2
     curve = [v for _, v in scalars(Path(result["log_dir"]))["train/loss"]]
     assert len(curve) == 2 and all(0 < v < float("inf") for v in curve)
+    tags = scalars(Path(result["log_dir"]))
+    for tag in ("val/si_sdr", "val/si_sdr_vocals", "val/fullness", "val/usdr"):
+        assert len(tags[tag]) == 1 and abs(tags[tag][0][1]) < float("inf"), tag
+    assert "val/bleedless" not in tags
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from torch import nn
 from bsrnn.checkpoints import model_record
 from bsrnn.chunking import ChunkSettings, chunk_spans, crop, separate_in_chunks
 from bsrnn.errors import ConfigError, NonFiniteLossError
-from bsrnn.metrics import usdr
+from bsrnn.metrics import stem_metrics, usdr
 from bsrnn.models import SeparationModel
 from bsrnn.settings import SchedulerSettings
 
@@ -52,6 +52,9 @@ class SeparationLitModule(L.LightningModule):
             be None: no scheduler).
         chunking: whole-track validation in chunks (as evaluation does).
         val_loss: ``"chunks"`` (the reference's) or ``"track"``.
+        val_metrics: MSST's metrics (``si_sdr``, ``bleedless``, ``fullness``, ``l1_freq``)
+            validation also logs as ``val/<metric>`` and ``val/<metric>_<target>`` (on the
+            CPU, per track; train.py passes those of ``eval.metrics``, none by default).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class SeparationLitModule(L.LightningModule):
         *,
         chunking: ChunkSettings | None = None,
         val_loss: str = "chunks",
+        val_metrics: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.net = net
@@ -73,6 +77,7 @@ class SeparationLitModule(L.LightningModule):
         self.sample_rate = int(net.sample_rate)
         self.chunking = chunking if chunking is not None else ChunkSettings()
         self.val_loss = val_loss
+        self.val_metrics = tuple(val_metrics)
 
     # ----------------------------------------------------------------------------------------
     # Steps
@@ -151,7 +156,26 @@ class SeparationLitModule(L.LightningModule):
             for target, value in zip(self.targets, sdr):
                 self.log(f"{stage}/usdr_{target}", value, on_epoch=True, batch_size=batch_size,
                          sync_dist=True)  # fmt: skip
+            self._log_val_metrics(stage, references, estimate)
         return {"loss": loss, "estimate": estimate.detach(), "reference": references}
+
+    def _log_val_metrics(
+        self, stage: str, references: torch.Tensor, estimate: torch.Tensor
+    ) -> None:
+        """``val_metrics`` of each track of the batch ``[B, S, C, T]``, averaged over the batch."""
+        if not self.val_metrics:
+            return
+        ref, est = references.detach().float().cpu(), estimate.detach().float().cpu()
+        per_item = [
+            stem_metrics(self.val_metrics, r, e, self.sample_rate) for r, e in zip(ref, est)
+        ]
+        for metric in self.val_metrics:
+            values = torch.tensor([item[metric] for item in per_item]).float().mean(0)  # [S]
+            self.log(f"{stage}/{metric}", values.mean(), on_epoch=True, batch_size=ref.shape[0],
+                     sync_dist=True)  # fmt: skip
+            for target, value in zip(self.targets, values):
+                self.log(f"{stage}/{metric}_{target}", value, on_epoch=True,
+                         batch_size=ref.shape[0], sync_dist=True)  # fmt: skip
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, batch_idx, "train")["loss"]
