@@ -1,6 +1,7 @@
 """conf/experiment/: every published recipe composes, builds valid settings, and sets what its
 source did (values below: the reference's training setup and presets, REFERENCE.md,
-REFERENCE-NEWEST.md and tuning.md; MSST's MUSDB18 configs at commit 333c089 for the RoFormers).
+REFERENCE-NEWEST.md and tuning.md; MSST's MUSDB18 configs at commit 333c089 for the RoFormers,
+their EMA and accumulation as at ccc011a).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ SOURCES: dict[str, dict] = {
     ),
     # MSST configs/config_musdb18_bs_roformer.yaml: model section; training lr 5e-5, Adam,
     # grad_clip 0, patience 2 / reduce_factor 0.95 on the validation SDR, batch 10 x 131584
-    # samples, 1000 steps per epoch, 1000 epochs, use_amp; loudness 0.5-1.5
+    # samples, 1000 steps per epoch, 1000 epochs, use_amp; loudness 0.5-1.5; ema_momentum 0.999,
+    # gradient_accumulation_steps 1 (q/coarse_loss_clip: unused, the RoFormers' own loss)
     "bs-roformer": dict(
         preset="bs-roformer", targets=("vocals",), dim=192, depth=6, params=24_591_276,
         lr=5e-5, optimizer="torch.optim.Adam", loss_domain="t+mrstft", grad_clip=None,
@@ -65,10 +67,11 @@ SOURCES: dict[str, dict] = {
         scheduler_monitor="val/usdr",
         dset="musdb18hq", seq_duration=131584 / 44100, batch_size=10, n_samples=10000,
         augmentations=("randomcrop", "rescale"), rescale=(0.5, 1.5),
-        devices=1, precision="16-mixed",
+        devices=1, precision="16-mixed", ema_momentum=0.999, loss_type="L1",
     ),
     # MSST configs/config_musdb18_mel_band_roformer_all_stems.yaml: lr 1e-5, batch 1 x 352800
-    # samples, 1000 steps per epoch; loudness 0.5-1.5, channel_shuffle 0.5
+    # samples, 1000 steps per epoch; loudness 0.5-1.5, channel_shuffle 0.5; ema_momentum 0.999,
+    # gradient_accumulation_steps 1
     "mel-roformer": dict(
         preset="mel-roformer", targets=("drums", "bass", "other", "vocals"), dim=384, depth=6,
         params=832_598_700, lr=1e-5, optimizer="torch.optim.Adam", loss_domain="t+mrstft",
@@ -78,7 +81,7 @@ SOURCES: dict[str, dict] = {
         scheduler_monitor="val/usdr",
         dset="musdb18hq", seq_duration=8.0, batch_size=1, n_samples=1000,
         augmentations=("randomcrop", "rescale", "channelswap"), rescale=(0.5, 1.5),
-        devices=1, precision="16-mixed",
+        devices=1, precision="16-mixed", ema_momentum=0.999, loss_type="L1",
     ),
 }  # fmt: skip
 
@@ -110,6 +113,9 @@ def test_experiment_sets_what_its_source_did(name):
     assert optim.grad_clip_norm == source["grad_clip"]
     assert optim.patience == source["patience"]
     assert optim.monitor_val == source.get("monitor", "loss")
+    assert optim.ema_momentum == source.get("ema_momentum")
+    assert optim.loss_type == source.get("loss_type", "L1")
+    assert optim.accumulate_grad_batches == 1
     target, kwargs = source["scheduler"]
     node = dict(settings.scheduler.node)
     assert node.pop("_target_") == target and node == kwargs
