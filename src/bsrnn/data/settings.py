@@ -84,9 +84,11 @@ class AugmentSettings:
     mp3_compression_on_mixture_bitrate_min: int = 32
     mp3_compression_on_mixture_bitrate_max: int = 320
     mp3_compression_on_mixture_backend: str = "fast-mp3-augment"
-    all: dict[str, Any] = field(default_factory=lambda: dict(_MSST_ALL))
+    # dicts (for Hydra's schema): left out of the hash, compared by ==
+    all: dict[str, Any] = field(default_factory=lambda: dict(_MSST_ALL), hash=False)
     stems: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {k: dict(v) for k, v in _MSST_STEMS.items()}
+        default_factory=lambda: {k: dict(v) for k, v in _MSST_STEMS.items()},
+        hash=False,
     )
 
     def __post_init__(self) -> None:
