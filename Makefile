@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt pyproject.toml
+$(STAMP): requirements.txt requirements-test.txt requirements-augment.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# the optional extra "augment" (augment=msst), pinned, without its declared dependencies
+	# (audiomentations asks for soxr<1 and librosa's stack; see requirements-augment.txt)
+	$(PY) -m pip install --quiet --no-deps -r requirements-augment.txt
 	# test-only: museval's metrics module, loaded from its file (its package import needs ffmpeg)
 	$(PY) -m pip install --quiet --no-deps -r requirements-test.txt
 	$(PY) -m pip install --quiet --no-deps -e .

@@ -3,6 +3,9 @@
     python benchmarks/bench_data.py                 # both datasets, 2 workers, CPU model step
     python benchmarks/bench_data.py --workers 4 --examples 400 --steps 5
     python benchmarks/bench_data.py --feature-dim 16 --num-repeat 2 --threads 1   # bsrnn-tiny
+    python benchmarks/bench_data.py --augment --workers 0 --examples 24 --no-model
+        # augmentation cost: augment=none/reference/msst, then each heavy MSST effect made
+        # certain (probability 1 for every source) against the light MSST set alone
 
 The loaders run the real ``dset=musdb18hq`` and ``dset=musdb18hq_sad`` configs on the stand-in
 data (data/toy/ when it is complete, else generated into a temporary folder). The model row
@@ -53,13 +56,16 @@ def toy_dataset(tmp: str) -> Path:
     return root
 
 
-def loader_rate(dset: str, root: Path, args: argparse.Namespace) -> dict:
+def loader_rate(
+    dset: str, root: Path, args: argparse.Namespace, extra: tuple[str, ...] = (), what: str = ""
+) -> dict:
     overrides = [
         f"dset={dset}",
         f"dset.data_dir={root}",
         "dset.validation_tracks=2",
         f"dset.num_workers={args.workers}",
         f"dset.batch_size={args.batch}",
+        *extra,
     ]
     dm = MusdbDataModule(dataset_settings(overrides), targets=["vocals"])
     if dm.settings.sampling == "activity":
@@ -78,7 +84,67 @@ def loader_rate(dset: str, root: Path, args: argparse.Namespace) -> dict:
                 break
         epoch += 1
     elapsed = time.perf_counter() - first
-    return {"what": f"loader {dset}", "examples_s": n / elapsed, "warmup_s": first - start}
+    what = what or f"loader {dset}"
+    return {"what": what, "examples_s": n / elapsed, "warmup_s": first - start}
+
+
+def augment_rows(root: Path, args: argparse.Namespace) -> list[dict]:
+    """Loader rates (dset=musdb18hq) per augmentation set, then per heavy MSST effect."""
+    from bsrnn.data.msst_augment import AUDIOMENTATIONS_EFFECTS, MSST_ALL, PEDALBOARD_EFFECTS
+
+    heavy = (*AUDIOMENTATIONS_EFFECTS, *PEDALBOARD_EFFECTS)
+    light = ["augment=msst", "dset.augment.mp3_compression_on_mixture=0"]
+    light += [f"dset.augment.all.{e}=0" for e in heavy if e in MSST_ALL]
+    for stem in ("vocals", "bass", "drums", "other"):
+        light += [f"dset.augment.stems.{stem}.{e}=0" for e in heavy]
+    light = _only_known(light)
+    cases = [
+        ("augment=none", ["augment=none"]),
+        ("augment=reference", ["augment=reference"]),
+        ("augment=msst (MSST's p)", ["augment=msst"]),
+        ("msst light (heavy off)", light),
+    ]
+    for effect in heavy:
+        cases.append((f"light + {effect} p=1", [*light, *_certain(effect)]))
+    cases.append(
+        ("light + mp3 of mixture p=1", [*light, "dset.augment.mp3_compression_on_mixture=1"])
+    )
+    rows = []
+    for what, extra in cases:
+        rows.append(loader_rate("musdb18hq", root, args, tuple(extra), what))
+        print(f"{what:<40} {rows[-1]['examples_s']:>8.2f} examples/s", flush=True)
+        gc.collect()
+    return rows
+
+
+def _certain(effect: str) -> list[str]:
+    """Overrides that apply ``effect`` to every source (probability 1), with MSST's ranges
+    (those of its vocals, else other, section for an effect that ``all`` does not state)."""
+    from bsrnn.data.msst_augment import EFFECT_RANGES, MSST_ALL, MSST_STEMS
+
+    out = [f"dset.augment.stems.{s}.{effect}=1.0" for s in MSST_STEMS if effect in MSST_STEMS[s]]
+    if effect in MSST_ALL:
+        return [*out, f"dset.augment.all.{effect}=1.0"]
+    ranges = next(MSST_STEMS[s] for s in ("vocals", "other") if effect in MSST_STEMS[s])
+    keys = [k for pair in EFFECT_RANGES[effect] for k in pair]
+    return [
+        *out,
+        f"+dset.augment.all.{effect}=1.0",
+        *(f"+dset.augment.all.{k}={ranges[k]}" for k in keys),
+    ]
+
+
+def _only_known(overrides: list[str]) -> list[str]:
+    """Drop stem overrides of keys MSST's stem sections do not state (Hydra would add them)."""
+    from bsrnn.data.msst_augment import MSST_STEMS
+
+    out = []
+    for o in overrides:
+        parts = o.split("=")[0].split(".")
+        if parts[:3] == ["dset", "augment", "stems"] and parts[4] not in MSST_STEMS[parts[3]]:
+            continue
+        out.append(o)
+    return out
 
 
 def model_rate(args: argparse.Namespace) -> dict:
@@ -121,6 +187,9 @@ def main() -> None:
     parser.add_argument("--feature-dim", type=int, default=64, help="16 for bsrnn-tiny")
     parser.add_argument("--num-repeat", type=int, default=8, help="2 for bsrnn-tiny")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (model)")
+    parser.add_argument(
+        "--augment", action="store_true", help="loader rate per augmentation (dset=musdb18hq)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,14 +199,17 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = toy_dataset(tmp)
-        rows = [loader_rate(d, root, args) for d in ("musdb18hq", "musdb18hq_sad")]
+        if args.augment:
+            rows = augment_rows(root, args)
+        else:
+            rows = [loader_rate(d, root, args) for d in ("musdb18hq", "musdb18hq_sad")]
         gc.collect()  # stop the loaders' worker processes before timing the model
     if not args.no_model:
         rows.append(model_rate(args))
-    print(f"{'':<30} {'examples/s':>10} {'batches/s':>9} {'warm-up s':>9}")
+    print(f"{'':<40} {'examples/s':>10} {'batches/s':>9} {'warm-up s':>9}")
     for r in rows:
         print(
-            f"{r['what']:<30} {r['examples_s']:>10.2f} {r['examples_s'] / args.batch:>9.2f} "
+            f"{r['what']:<40} {r['examples_s']:>10.2f} {r['examples_s'] / args.batch:>9.2f} "
             f"{r['warmup_s']:>9.2f}"
         )
     if not args.no_model:

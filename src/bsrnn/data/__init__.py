@@ -16,10 +16,17 @@ from bsrnn.data.activity import (
     track_active_segments,
     window_activity,
 )
-from bsrnn.data.augment import AUGMENTATIONS, AugmentationParams, SourceAugmenter
+from bsrnn.data.augment import (
+    AUGMENT_SETS,
+    AUGMENTATIONS,
+    AugmentationParams,
+    Augmenter,
+    SourceAugmenter,
+)
 from bsrnn.data.datasets import EpochSampler, TrackDataset, TrainingExamples
+from bsrnn.data.msst_augment import MsstAugmenter
 from bsrnn.data.prepare import prepare_dataset
-from bsrnn.data.settings import DEFAULT_DATASET, SAMPLINGS, DataSettings
+from bsrnn.data.settings import DEFAULT_DATASET, SAMPLINGS, AugmentSettings, DataSettings
 from bsrnn.data.toy import (
     ToyParams,
     generate_toy_dataset,
@@ -41,16 +48,20 @@ from bsrnn.data.tracks import (
 
 __all__ = [
     "AUGMENTATIONS",
+    "AUGMENT_SETS",
     "DEFAULT_DATASET",
     "MIXTURES",
     "MUSDB_STEMS",
     "MUSDB_VALIDATION_TRACKS",
     "SAMPLINGS",
     "ActivityParams",
+    "AugmentSettings",
     "AugmentationParams",
+    "Augmenter",
     "DataSettings",
     "DatasetError",
     "EpochSampler",
+    "MsstAugmenter",
     "MusdbDataModule",
     "Segment",
     "SourceAugmenter",

@@ -1,18 +1,24 @@
-"""Source augmentations for training examples, named in the dataset config.
+"""Source augmentations for training examples: the interface every augmentation set implements
+(:class:`Augmenter`) and the reference's set, named in the dataset config (``augment=reference``).
 
 Every augmentation draws from the ``numpy.random.Generator`` it is given, so an example is a
 pure function of its seed. Audio is ``float32 [channels, samples]`` of one source, or
-``float32 [sources, channels, samples]`` for the example-level ``silenttarget``.
+``float32 [sources, channels, samples]`` for the example-level ``silenttarget``. MSST's set
+(``augment=msst``) is in :mod:`bsrnn.data.msst_augment`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from bsrnn.errors import ConfigError
+
+# The choices of the ``augment`` config group (``dset.augment.name``): the dataset's own list
+# ``dset.augmentations`` (the reference's behaviour), MSST's set, or nothing.
+AUGMENT_SETS: tuple[str, ...] = ("reference", "msst", "none")
 
 AUGMENTATIONS: tuple[str, ...] = (
     "randomcrop",
@@ -104,8 +110,43 @@ def crop_start(length: int, seq_len: int, rng: np.random.Generator | None) -> in
     return int(rng.integers(0, length - seq_len + 1))
 
 
-class SourceAugmenter:
-    """The augmentations named in ``names``, validated at construction.
+class Augmenter:
+    """What a training example goes through; this base class changes nothing (``augment=none``).
+
+    :class:`~bsrnn.data.datasets.TrainingExamples` reads every source's crop first, then calls
+    :meth:`source` for each source in order, :meth:`example` on the stacked sources, and
+    :meth:`mixture` on their (peak-normalised) sum. Each draws only from ``rng``.
+    """
+
+    names: tuple[str, ...] = ()
+
+    def source(
+        self,
+        audio: np.ndarray,
+        name: str,
+        rng: np.random.Generator,
+        draw_more: Callable[[], np.ndarray],
+    ) -> np.ndarray:
+        """Augment one source ``audio [C, T]`` named ``name``; ``draw_more()`` reads another
+        random crop of the same source (from another excerpt) for mixing stems of one kind."""
+        return audio
+
+    def example(
+        self, stems: np.ndarray, target_rows: Sequence[int], rng: np.random.Generator
+    ) -> np.ndarray:
+        """Augment the stacked sources ``stems [S, C, T]`` (``target_rows``: the targets)."""
+        return stems
+
+    def mixture(self, mixture: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Augment the mixture ``[C, T]`` alone (the references stay as they are)."""
+        return mixture
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SourceAugmenter(Augmenter):
+    """The augmentations named in ``names``, validated at construction (``augment=reference``).
 
     ``randomcrop`` is accepted for compatibility with the reference's config lists but is always
     on: the crop position of a training example is always uniform (see :func:`crop_start`),
@@ -148,6 +189,20 @@ class SourceAugmenter:
         if not self._silent_target:
             return stems
         return silenttarget(stems, target_rows, rng, self.params.p_silenttarget)
+
+    def source(
+        self,
+        audio: np.ndarray,
+        name: str,
+        rng: np.random.Generator,
+        draw_more: Callable[[], np.ndarray],
+    ) -> np.ndarray:
+        return self(audio, rng)
+
+    def example(
+        self, stems: np.ndarray, target_rows: Sequence[int], rng: np.random.Generator
+    ) -> np.ndarray:
+        return self.silence_target(stems, target_rows, rng)
 
     def __repr__(self) -> str:
         return f"SourceAugmenter({list(self.names)!r}, {self.params!r})"

@@ -16,6 +16,7 @@ track's ``mixture.wav`` (``mixture="file"``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from bsrnn.audio import read_audio
 from bsrnn.data.activity import Segment
-from bsrnn.data.augment import SourceAugmenter, crop_start
+from bsrnn.data.augment import Augmenter, crop_start
 from bsrnn.data.tracks import Track, read_track_audio
 from bsrnn.errors import ConfigError, DatasetError
 
@@ -45,7 +46,8 @@ class TrainingExamples(Dataset):
             across tracks all of them are read at one excerpt of ``targets[0]``.
         seq_len: samples per example.
         length: examples per epoch.
-        augmenter: the configured augmentations.
+        augmenter: the configured augmentations (:class:`~bsrnn.data.augment.Augmenter`):
+            each source, then the stacked sources, then the mixture alone.
         random_track_mix: draw each source from its own random excerpt (else all sources are
             read at one excerpt of ``targets[0]``, as in the real song).
         peak_normalize: divide the sources (hence the mixture) by the mixture's peak.
@@ -62,7 +64,7 @@ class TrainingExamples(Dataset):
         targets: Sequence[str],
         seq_len: int,
         length: int,
-        augmenter: SourceAugmenter,
+        augmenter: Augmenter,
         random_track_mix: bool = True,
         peak_normalize: bool = False,
         deterministic: bool = False,
@@ -123,8 +125,20 @@ class TrainingExamples(Dataset):
             stems = [self._read(seg, source, offset) for source in self.sources]
         if rng is None:
             return np.stack(stems)
-        stems = np.stack([self.augmenter(audio, rng) for audio in stems])
-        return self.augmenter.silence_target(stems, self.target_rows, rng)
+        stems = np.stack(
+            [
+                self.augmenter.source(audio, name, rng, partial(self._read_random, name, rng))
+                for name, audio in zip(self.sources, stems)
+            ]
+        )
+        return self.augmenter.example(stems, self.target_rows, rng)
+
+    def _read_random(self, source: str, rng: np.random.Generator) -> np.ndarray:
+        """A crop ``[C, T]`` of ``source`` at a random excerpt (its own excerpts, or the first
+        target's when sources share the target's excerpts)."""
+        pool = self.excerpts.get(source) or self.excerpts[self.targets[0]]
+        seg = pool[int(rng.integers(len(pool)))]
+        return self._read(seg, source, crop_start(seg.frames, self.seq_len, rng))
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -137,6 +151,8 @@ class TrainingExamples(Dataset):
                 if peak > 0.0:
                     sources = sources / np.float32(peak)
                     mixture = sources.sum(axis=0)
+            if rng is not None:
+                mixture = self.augmenter.mixture(mixture, rng)
             if float(np.sqrt(np.mean(np.square(mixture, dtype=np.float64)))) >= SILENCE_RMS:
                 references = np.ascontiguousarray(sources[self.target_rows])
                 return torch.from_numpy(mixture), torch.from_numpy(references)

@@ -18,7 +18,22 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bsrnn.data.activity import ActivityParams
-from bsrnn.data.augment import AUGMENTATIONS, AugmentationParams, SourceAugmenter
+from bsrnn.data.augment import (
+    AUGMENT_SETS,
+    AUGMENTATIONS,
+    AugmentationParams,
+    Augmenter,
+    SourceAugmenter,
+)
+from bsrnn.data.msst_augment import (
+    EXTRA_HINT,
+    MP3_BACKENDS,
+    MsstAugmenter,
+    check_effects,
+    missing_modules,
+    modules_needed,
+    msst_defaults,
+)
 from bsrnn.data.toy import ToyParams
 from bsrnn.data.tracks import (
     MIXTURE,
@@ -35,6 +50,117 @@ SAMPLINGS: tuple[str, ...] = ("random", "activity")
 DEFAULT_DATASET = "musdb18hq_sad"
 
 _AUG = AugmentationParams()  # the augmentation defaults live in AugmentationParams
+_MSST_ALL, _MSST_STEMS = msst_defaults()  # MSST's documented values live in msst_augment
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Which augmentations training examples go through (config ``dset.augment``, chosen with
+    the ``augment`` group: ``augment=reference|msst|none``).
+
+    Attributes:
+        name: ``reference``: the dataset's own list ``dset.augmentations`` (the reference's
+            behaviour); ``msst``: MSST's set configured by the keys below (``dset.augmentations``
+            is then not applied); ``none``: no augmentation (crops stay random).
+        loudness, loudness_min, loudness_max: a gain per stem in that range (MSST).
+        mixup, mixup_probs, mixup_loudness_min, mixup_loudness_max: each probability adds a crop
+            of the same stem from a random excerpt; the crops are scaled by gains in the range
+            and averaged (MSST).
+        mp3_compression_on_mixture (probability), ..._bitrate_min/max, ..._backend: MP3
+            compression of the mixture alone (MSST).
+        all: per-source effects applied to every source (see :mod:`bsrnn.data.msst_augment`).
+        stems: per-stem sections (stem name -> keys overriding ``all`` for that stem).
+    """
+
+    name: str = "reference"
+    loudness: bool = True
+    loudness_min: float = 0.5
+    loudness_max: float = 1.5
+    mixup: bool = True
+    mixup_probs: tuple[float, ...] = (0.2, 0.02)
+    mixup_loudness_min: float = 0.5
+    mixup_loudness_max: float = 1.5
+    mp3_compression_on_mixture: float = 0.01
+    mp3_compression_on_mixture_bitrate_min: int = 32
+    mp3_compression_on_mixture_bitrate_max: int = 320
+    mp3_compression_on_mixture_backend: str = "fast-mp3-augment"
+    # dicts (for Hydra's schema): left out of the hash, compared by ==
+    all: dict[str, Any] = field(default_factory=lambda: dict(_MSST_ALL), hash=False)
+    stems: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in _MSST_STEMS.items()},
+        hash=False,
+    )
+
+    def __post_init__(self) -> None:
+        where = "dset.augment"
+        if self.name not in AUGMENT_SETS:
+            raise ConfigError(
+                f"invalid {where}.name={self.name!r}: expected one of {', '.join(AUGMENT_SETS)} "
+                "(augment=<name>)"
+            )
+        for key in ("loudness", "mixup"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"invalid {where}.{key}={getattr(self, key)!r}: expected true "
+                                  "or false")  # fmt: skip
+        probs = self.mixup_probs
+        if isinstance(probs, str) or not isinstance(probs, Sequence):
+            raise ConfigError(f"invalid {where}.mixup_probs={probs!r}: expected a list")
+        if not all(_is_number(p) and 0.0 <= p <= 1.0 for p in probs):
+            raise ConfigError(
+                f"invalid {where}.mixup_probs={list(probs)!r}: expected probabilities in [0, 1]"
+            )
+        object.__setattr__(self, "mixup_probs", tuple(float(p) for p in probs))
+        for low, high in (
+            ("loudness_min", "loudness_max"),
+            ("mixup_loudness_min", "mixup_loudness_max"),
+            ("mp3_compression_on_mixture_bitrate_min", "mp3_compression_on_mixture_bitrate_max"),
+        ):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if not (_is_number(lo) and _is_number(hi) and lo <= hi):
+                raise ConfigError(
+                    f"invalid {where}.{low}={lo!r} and {high}={hi!r}: expected numbers, low <= high"
+                )
+        p = self.mp3_compression_on_mixture
+        if not (_is_number(p) and 0.0 <= p <= 1.0):
+            raise ConfigError(
+                f"invalid {where}.mp3_compression_on_mixture={p!r}: expected a probability"
+            )
+        if self.mp3_compression_on_mixture_backend not in MP3_BACKENDS:
+            raise ConfigError(
+                f"invalid {where}.mp3_compression_on_mixture_backend="
+                f"{self.mp3_compression_on_mixture_backend!r}: expected one of "
+                f"{', '.join(MP3_BACKENDS)}"
+            )
+        object.__setattr__(self, "all", check_effects(self.all, f"{where}.all"))
+        if not isinstance(self.stems, Mapping):
+            raise ConfigError(f"invalid {where}.stems={self.stems!r}: expected a mapping")
+        stems = {}
+        for stem, section in self.stems.items():
+            stems[stem] = check_effects(section, f"{where}.stems.{stem}")
+            check_effects({**self.all, **stems[stem]}, f"{where}.stems.{stem} (with all)")
+        object.__setattr__(self, "stems", stems)
+        if self.name == "msst":
+            needed = modules_needed([self.all, *stems.values()], p)
+            missing = missing_modules(needed)
+            if missing:
+                raise ConfigError(
+                    f"augment=msst needs the optional extra 'augment' ({EXTRA_HINT}): "
+                    f"{', '.join(missing)} not installed"
+                )
+
+    @classmethod
+    def from_mapping(cls, mapping: Any) -> AugmentSettings:
+        """The settings of the plain dict ``cfg.dset.augment`` (unknown keys named)."""
+        if isinstance(mapping, cls):
+            return mapping
+        if not isinstance(mapping, Mapping):
+            _bad("augment", mapping, "a mapping (the augment group: augment=reference|msst|none)")
+        reject_unknown_keys(mapping, [f.name for f in fields(cls)], "dset.augment")
+        return cls(**mapping)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -61,6 +187,8 @@ class DataSettings:
         rescale_db_min, rescale_db_max: gain range of ``rescale_db`` in dB.
         p_channelswap, p_silentsource, p_silenttarget: probabilities of those augmentations.
         peak_normalize: divide each example by its mixture's peak.
+        augment: the augmentation set (:class:`AugmentSettings`; ``augment=reference`` applies
+            ``augmentations`` above, ``augment=msst`` MSST's set, ``augment=none`` nothing).
         validation_tracks: ``"musdb"`` (musdb's 14 validation tracks,
             :data:`~bsrnn.data.tracks.MUSDB_VALIDATION_TRACKS`), a list of track names, or a
             count (the first tracks of ``train/`` in sorted order); taken out of ``train/``.
@@ -94,6 +222,7 @@ class DataSettings:
     p_silentsource: float = _AUG.p_silentsource
     p_silenttarget: float = _AUG.p_silenttarget
     peak_normalize: bool = False
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
     validation_tracks: str | tuple[str, ...] | int = MUSDB_VALIDATION
     eval_seq_duration: float | None = None
     mixture: str = "stems"
@@ -149,6 +278,7 @@ class DataSettings:
         for key in _augmentation_keys():
             self._check_float(key)
         _ = self.augmentation_params  # checks the ranges
+        self._set("augment", AugmentSettings.from_mapping(self.augment))
         self._check_validation_tracks()
         self._check_float("eval_seq_duration", positive=True, optional=True)
         self._check_choice("mixture", MIXTURES)
@@ -170,8 +300,13 @@ class DataSettings:
         except ConfigError as err:
             raise ConfigError(f"dset.{err}") from None
 
-    def augmenter(self) -> SourceAugmenter:
-        """The configured augmentations."""
+    def augmenter(self) -> Augmenter:
+        """The configured augmentations: the dataset's list (``augment=reference``), MSST's
+        set (``augment=msst``) or none."""
+        if self.augment.name == "msst":
+            return MsstAugmenter(self.augment, self.sample_rate)
+        if self.augment.name == "none":
+            return Augmenter()
         return SourceAugmenter(self.augmentations, self.augmentation_params)
 
     @property
