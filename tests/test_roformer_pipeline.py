@@ -155,7 +155,7 @@ def test_separator_completes_a_mel_roformer_output_shorter_than_its_input(stereo
     assert n < mixture.shape[-1]  # the network's own output is shorter
     if not stereo:
         direct = direct.reshape(1, 2, 2, n).transpose(1, 2)
-    out = Separator([model]).separate_stacked(mixture)
+    out = Separator([model])(mixture)
     assert out.shape == (1, 2, 2, mixture.shape[-1])
     torch.testing.assert_close(out[..., :n], direct, atol=1e-6, rtol=0)
     assert torch.count_nonzero(out[..., n:]) == 0
