@@ -23,8 +23,8 @@ import inference as inference_script  # noqa: E402
 import train as train_script  # noqa: E402
 from bsrnn.checkpoints import load_model  # noqa: E402
 from bsrnn.cli import register_schemas  # noqa: E402
-from bsrnn.models import ARCHITECTURES, Architecture  # noqa: E402
 from bsrnn.model_folder import load_separator  # noqa: E402
+from bsrnn.models import ARCHITECTURES, Architecture  # noqa: E402
 from tests.toy_arch.toy_mask import ToyMask, ToyMaskConfig  # noqa: E402
 
 TOY_CONF = REPO / "tests" / "toy_arch" / "conf"

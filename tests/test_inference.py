@@ -18,8 +18,8 @@ from bsrnn.audio import AudioError, read_audio, resample, write_audio
 from bsrnn.checkpoints import save_model
 from bsrnn.cli import register_schemas
 from bsrnn.errors import ConfigError
-from bsrnn.models import build_model
 from bsrnn.model_folder import load_separator
+from bsrnn.models import build_model
 from bsrnn.separator import Separator
 
 REPO = Path(__file__).resolve().parents[1]

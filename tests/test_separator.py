@@ -17,9 +17,9 @@ from bsrnn.checkpoints import CheckpointError, save_model
 from bsrnn.chunking import ChunkSettings
 from bsrnn.errors import ConfigError
 from bsrnn.evaluation import EvalSettings
+from bsrnn.model_folder import load_separator
 from bsrnn.models import BSRNN, build_model
 from bsrnn.paths import checkpoint_path
-from bsrnn.model_folder import load_separator
 from bsrnn.separator import Separator
 
 TINY = dict(feature_dim=8, num_repeat=1)
@@ -82,9 +82,7 @@ def test_preset_folder_with_reference_checkpoints(tmp_path, fixtures_dir, name):
     shutil.copy(fixtures_dir / f"{name}.ckpt", checkpoint_path(tmp_path, [target]))
     io = torch.load(fixtures_dir / f"{name}.io.pt", weights_only=True)
     # 0.5 s segments: the 44223-sample fixture is separated in chunks ...
-    chunked = load_separator(
-        tmp_path, [target], preset={}, chunking=ChunkSettings(segment_len=0.5)
-    )
+    chunked = load_separator(tmp_path, [target], preset={}, chunking=ChunkSettings(segment_len=0.5))
     assert chunked(io["mixture"]).shape == (1, 1, 2, 44223)
     # ... and in one pass when it fits a segment (BSRNN's 10 s), giving the reference's output
     sep = load_separator(tmp_path, [target], preset={})
@@ -210,9 +208,7 @@ def test_tta_averages_the_plain_swapped_and_inverted_passes():
         plain = model(x).waveforms
         swapped = model(x.flip(1)).waveforms.flip(2)
         inverted = -model(-x).waveforms
-        torch.testing.assert_close(
-            sep(x), (plain + swapped + inverted) / 3, atol=1e-6, rtol=1e-5
-        )
+        torch.testing.assert_close(sep(x), (plain + swapped + inverted) / 3, atol=1e-6, rtol=1e-5)
         mono = x[:, :1]
         want = (model(mono).waveforms - model(-mono).waveforms) / 2
         torch.testing.assert_close(sep(mono), want, atol=1e-6, rtol=1e-5)
