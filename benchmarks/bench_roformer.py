@@ -283,16 +283,16 @@ def main() -> None:
         for precision in ["fp32"] if args.no_bf16 else ["fp32", "bf16"]:
 
             def separate(model, mixture, precision=precision):
-                return Separator([model], precision=precision).separate_stacked(mixture)
+                ten = ChunkSettings(segment_len=10.0)
+                return Separator([model], chunking=ten, precision=precision)(mixture)
 
             times = compare_separation({"bs-roformer": bs, "simo-bsrnn": simo},
                                        args.separation_seconds, separate=separate,
                                        repeats=args.repeats)  # fmt: skip
 
             def separate_preferred(model, mixture, precision=precision):
-                separator = Separator([model], precision=precision)
-                separator.chunking = ChunkSettings(segment_len=separator.preferred_segment)
-                return separator.separate_stacked(mixture)
+                # eval.segment_len null: the model's own segment
+                return Separator([model], precision=precision)(mixture)
 
             times.update(
                 compare_separation(
