@@ -27,8 +27,9 @@ def run(cfg: DictConfig) -> dict:
     import torch
 
     from bsrnn.errors import ConfigError
+    from bsrnn.model_folder import load_separator
     from bsrnn.runtime import set_num_threads
-    from bsrnn.separator import Separator, file_range, separate_file
+    from bsrnn.stems import file_range, separate_file
 
     settings = build_settings(cfg)
     file_path, rec_dir = settings.extra.get("file_path"), settings.extra.get("rec_dir")
@@ -44,12 +45,12 @@ def run(cfg: DictConfig) -> dict:
     torch.manual_seed(settings.seed)
     options = dict(chunking=settings.chunking, **ev.separator_options())
     if settings.model_dir is not None:
-        separator = Separator.from_model_dir(settings.model_dir, settings.stems(), **options)
+        separator = load_separator(settings.model_dir, settings.stems(), **options)
     else:
-        separator = Separator.from_dir(
+        separator = load_separator(
             f"{settings.out_dir}/{settings.model_name}",
             settings.stems(),
-            model_options=settings.preset,
+            preset=settings.preset,
             allow_random=ev.allow_random_weights,
             **options,
         )

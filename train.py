@@ -124,8 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             resume,
         )
         resume = None
-    loss = build_loss(optim.loss_type, optim.loss_domain_for(net.config.default_loss_domain), net,
-                      q=optim.loss_q, coarse=optim.loss_coarse)  # fmt: skip
+    loss = build_loss(optim, net.loss_preference, net.stft_spec)
     datamodule = MusdbDataModule(data, targets=targets, fast_tr=settings.fast_tr)
 
     overrides, choices, multirun = _run_info()

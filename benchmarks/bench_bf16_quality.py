@@ -60,7 +60,7 @@ def evaluate(models: list[SeparationModel], data: DataSettings, native: bool) ->
     targets = [t for m in models for t in m.targets]
     scores: dict[str, dict[str, list]] = {"fp32": {"usdr": [], "csdr": []}}
     scores["bf16"] = {"usdr": [], "csdr": []}
-    separator = Separator(models, chunking=ChunkSettings())
+    separator = Separator(models, chunking=ChunkSettings(segment_len=10.0))
     for track in data.tracks("test"):
         mix, stems = read_track_audio(track, data.sources, mixture=data.mixture)
         refs = stems[[list(data.sources).index(t) for t in targets]]
@@ -68,7 +68,7 @@ def evaluate(models: list[SeparationModel], data: DataSettings, native: bool) ->
         for precision in ("fp32", "bf16"):
             context = contextlib.nullcontext() if precision == "fp32" else bf16(separator, native)
             with context:
-                est = separator.separate_stacked(x)[0].float().numpy()
+                est = separator(x)[0].float().numpy()
             scores[precision]["usdr"].append(usdr(refs, est))
             scores[precision]["csdr"].append(csdr(refs, est, track.sample_rate, track.sample_rate))
     return {

@@ -37,7 +37,7 @@ import torch
 from roformer_per_band_baseline import PerBandRoformer
 from torch import nn
 
-from bsrnn.losses import MultiResolutionSTFTLoss, multi_resolution_spec
+from bsrnn.losses import MultiResolutionSTFTLoss
 from bsrnn.models.roformer import BSRoformer, BSRoformerConfig
 from bsrnn.models.roformer_msst import msst_to_state_dict
 
@@ -249,7 +249,7 @@ def main() -> None:
             train_mix = torch.randn(1, 2, int(args.train_seconds * SR)) * 0.1
             target = torch.randn(1, ours.config.num_stems, 2, train_mix.shape[-1]) * 0.05
             loss = MultiResolutionSTFTLoss.from_spec(
-                multi_resolution_spec(ours.config), ours.config.stft_n_fft
+                ours.loss_preference.multi_resolution, ours.config.stft_n_fft
             )
             t = _interleaved(
                 {
@@ -283,16 +283,16 @@ def main() -> None:
         for precision in ["fp32"] if args.no_bf16 else ["fp32", "bf16"]:
 
             def separate(model, mixture, precision=precision):
-                return Separator([model], precision=precision).separate_stacked(mixture)
+                ten = ChunkSettings(segment_len=10.0)
+                return Separator([model], chunking=ten, precision=precision)(mixture)
 
             times = compare_separation({"bs-roformer": bs, "simo-bsrnn": simo},
                                        args.separation_seconds, separate=separate,
                                        repeats=args.repeats)  # fmt: skip
 
             def separate_preferred(model, mixture, precision=precision):
-                separator = Separator([model], precision=precision)
-                separator.chunking = ChunkSettings(segment_len=separator.preferred_segment)
-                return separator.separate_stacked(mixture)
+                # eval.segment_len null: the model's own segment
+                return Separator([model], precision=precision)(mixture)
 
             times.update(
                 compare_separation(

@@ -116,7 +116,7 @@ def make_separator(
     from bsrnn.chunking import ChunkSettings
     from bsrnn.separator import Separator
 
-    chunking = ChunkSettings(batch_chunks=batch_chunks)
+    chunking = ChunkSettings(segment_len=10.0, batch_chunks=batch_chunks)  # BSRNN's default
     sep = Separator(models, device=device, precision=precision, chunking=chunking)
     if force:
         sep.precision = precision
@@ -198,7 +198,7 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
         del ours, baselines
         sep = make_separator(models, precision, cfg["force_bf16"], device, cfg["batch_chunks"])
         params = sum(p.numel() for m in models for p in m.parameters())
-        run = sep.separate_stacked
+        run = sep
     elif kind == "simo":
         torch.manual_seed(seed)
         model = make_simo_model(fd, nr)
@@ -207,7 +207,7 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
         sep = make_separator([model.eval()], precision, cfg["force_bf16"], device,
                              cfg["batch_chunks"])  # fmt: skip
         params = sum(p.numel() for p in model.parameters())
-        run = sep.separate_stacked
+        run = sep
     elif kind == "htdemucs":
         from demucs.apply import apply_model
         from demucs.htdemucs import HTDemucs

@@ -37,10 +37,11 @@ import torch  # noqa: E402
 from bsrnn.chunking import ChunkSettings  # noqa: E402
 from bsrnn.data import DataSettings, read_track_audio  # noqa: E402
 from bsrnn.evaluation import EvalSettings, score_track  # noqa: E402
+from bsrnn.model_folder import load_separator  # noqa: E402
 from bsrnn.models import build_model, count_parameters  # noqa: E402
 from bsrnn.results import EvalResult  # noqa: E402
 from bsrnn.runtime import cpu_bf16_support, cpu_model  # noqa: E402
-from bsrnn.separate import _preset_values, presets_dir  # noqa: E402
+from bsrnn.separate_cli import _preset_values, presets_dir  # noqa: E402
 from bsrnn.separator import Separator  # noqa: E402
 
 SR = 44100
@@ -68,7 +69,7 @@ def quality(model_dir: Path, data_dir: Path, threads: int) -> str:
     rows = []
     targets: list[str] = []
     for label, chunk_kw, sep_kw in VARIANTS:
-        sep = Separator.from_model_dir(model_dir, chunking=ChunkSettings(**chunk_kw), **sep_kw)
+        sep = load_separator(model_dir, chunking=ChunkSettings(**chunk_kw), **sep_kw)
         if sep_kw.get("precision") == "bf16" and sep.precision != "bf16":
             rows.append((label, None, None, None))
             continue
@@ -129,7 +130,7 @@ def simo_bsrnn() -> torch.nn.Module:
 
 def timed(sep: Separator, mixture: torch.Tensor) -> float:
     t0 = time.perf_counter()
-    sep.separate_stacked(mixture)
+    sep(mixture)
     return time.perf_counter() - t0
 
 

@@ -49,6 +49,7 @@ from bench_separation import _reset_peak_rss  # noqa: E402  (benchmarks/ is on s
 from bsrnn import runtime  # noqa: E402
 from bsrnn.errors import ConfigError  # noqa: E402
 from bsrnn.losses import build_loss  # noqa: E402
+from bsrnn.settings import OptimSettings  # noqa: E402
 
 #: Autocast dtype of each Lightning precision this benchmark times.
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -121,7 +122,7 @@ def bench(name: str, precision: str, args: argparse.Namespace) -> dict[str, Any]
     torch.manual_seed(0)  # the same initial weights and batch for every precision
     net = make_model(name, args.sample_rate).to(device).train()
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    loss_fn = build_loss("L1", net.config.default_loss_domain, net).to(device)
+    loss_fn = build_loss(OptimSettings(), net.loss_preference, net.stft_spec).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
     dtype = PRECISIONS[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)

@@ -74,7 +74,8 @@ def test_reference_layout_of_a_35_3_s_track_at_44_1_khz():
     485100 after the previous end (0-11, 10-22, 21-33, 32-35.3 s); the last is cut at the end."""
     n = 1_556_730  # 35.3 s
     fn = Recorder()
-    y = separate_in_chunks(fn, indexed(n), 44100)  # the defaults: reference layout, 10 s, 0.1
+    # BSRNN's segment (10 s) with the default layout and overlap (reference, 0.1)
+    y = separate_in_chunks(fn, indexed(n), 44100, ChunkSettings(segment_len=10.0))
     assert fn.spans == [
         (0, 485_100),
         (441_000, 970_200),
@@ -98,7 +99,8 @@ def test_reference_fade_weights_of_the_35_3_s_track():
         calls.append(x.shape[-1])
         return out
 
-    w = separate_in_chunks(tag, torch.zeros(1, 1, n), 44100)[0, :, 0]  # [4 chunks, n]
+    ten = ChunkSettings(segment_len=10.0)
+    w = separate_in_chunks(tag, torch.zeros(1, 1, n), 44100, ten)[0, :, 0]  # [4 chunks, n]
     down = 1.0 - torch.arange(ramp, dtype=torch.float64) / (ramp - 1)
     up = torch.arange(ramp, dtype=torch.float64) / (ramp - 1)
 
@@ -353,8 +355,8 @@ def test_batch_chunks_default_depends_on_the_device():
 # --------------------------------------------------------------------------------------------
 def test_default_settings():
     assert ChunkSettings() == ChunkSettings(
-        segment_len=10.0, overlap=0.1, hop_size=None, batch_chunks=None, layout="reference"
-    )
+        segment_len=None, overlap=0.1, hop_size=None, batch_chunks=None, layout="reference"
+    )  # segment null: the model's (bsrnn.apply.resolve_chunking)
     with pytest.raises(dataclasses.FrozenInstanceError):
         ChunkSettings().overlap = 0.2  # type: ignore[misc]
 

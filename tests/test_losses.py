@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from bsrnn.errors import ConfigError
 from bsrnn.losses import LOSS_DOMAINS, LOSS_TYPES, SeparationLoss
 
 N_FFT, HOP = 2048, 512
@@ -150,23 +151,49 @@ def test_t_plus_mrstft_domain_sums_its_components():
         SeparationLoss("MSE", "t+mrstft")
 
 
-def test_multi_resolution_spec_of_configs():
-    from bsrnn.losses import MultiResolutionSpec, multi_resolution_spec
-    from bsrnn.models.bsrnn import BSRNNConfig
-    from bsrnn.models.roformer import BSRoformerConfig
+def test_models_declare_their_loss_and_build_loss_follows_it():
+    from types import SimpleNamespace
 
-    assert multi_resolution_spec(BSRNNConfig()) == MultiResolutionSpec()
-    config = BSRoformerConfig.from_mapping(
+    from bsrnn.losses import MultiResolutionSpec, build_loss
+    from bsrnn.models import LossPreference, StftSpec, build_model
+
+    bsrnn = build_model({"target": "vocals", "feature_dim": 8, "num_repeat": 1})
+    assert bsrnn.loss_preference == LossPreference("L1", "t+tf")
+    roformer = build_model(
         {
+            "arch": "bs_roformer",
+            "target": "vocals",
             "dim": 8,
             "depth": 1,
+            "heads": 1,
+            "dim_head": 8,
             "multi_stft_resolution_loss_weight": 0.5,
             "multi_stft_resolutions_window_sizes": [1024, 512],
             "multi_stft_hop_size": 100,
             "multi_stft_normalized": True,
         }  # fmt: skip
     )
-    assert multi_resolution_spec(config) == MultiResolutionSpec(0.5, (1024, 512), 100, True)
+    want = LossPreference("L1", "t+mrstft", MultiResolutionSpec(0.5, (1024, 512), 100, True))
+    assert roformer.loss_preference == want
+    # null settings: the model's loss; set ones override its type / domain
+    unset = SimpleNamespace(loss_type=None, loss_domain=None)
+    loss = build_loss(unset, roformer.loss_preference, roformer.stft_spec)
+    assert (loss.loss_type, loss.domain) == ("L1", "t+mrstft")
+    assert loss.mrstft.spec == want.multi_resolution
+    mse_t = build_loss(SimpleNamespace(loss_type="MSE", loss_domain="t"), want, StftSpec(512, 128))
+    assert (mse_t.loss_type, mse_t.domain) == ("MSE", "t")
+    # the model's whole STFT reaches the tf term: win_length and normalized too
+    spec = StftSpec(n_fft=1024, hop_length=256, win_length=800, normalized=True)
+    tf = build_loss(unset, LossPreference("L1", "tf"), spec)
+    assert (tf.stft.n_fft, tf.stft.n_hop, tf.stft.win_length, tf.stft.normalized) == (
+        1024, 256, 800, True
+    )  # fmt: skip
+    x = torch.randn(1, 1, 1, 4000)
+    want_spec = torch.stft(x.reshape(1, -1), 1024, 256, 800, torch.hann_window(800),
+                           normalized=True, return_complex=True)  # fmt: skip
+    torch.testing.assert_close(tf.spectrogram(x).reshape(want_spec.shape), want_spec)
+    with pytest.raises(ConfigError, match="optim.loss_type='L3'"):
+        build_loss(SimpleNamespace(loss_type="L3", loss_domain=None), want, spec)
 
 
 @pytest.mark.parametrize("case", ["bs-stereo-1stem", "mel-stereo-4stems"])

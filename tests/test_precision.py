@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 
-from bsrnn import runtime, separator
+from bsrnn import precision_probe, runtime
 from bsrnn.errors import ConfigError
 from bsrnn.evaluation import EvalSettings
 from bsrnn.models import build_model
@@ -111,12 +111,15 @@ def test_separator_probes_its_own_model(monkeypatch):
         seen.append((precision, device.type))
         return {"fp32": 2.0, "bf16": 1.0}[precision]
 
-    monkeypatch.setattr(separator, "time_forward", fake_time)
+    monkeypatch.setattr(precision_probe, "time_forward", fake_time)
     model = build_model(dict(target="vocals", feature_dim=8, num_repeat=1)).eval()
     sep = Separator([model], precision="auto")
-    assert sep.precision == "bf16" and [p for p, _ in seen] == ["fp32", "bf16"]
+    assert sep.precision == "auto" and not seen  # building one probes (and writes) nothing
+    assert sep.resolve_precision() == "bf16" and [p for p, _ in seen] == ["fp32", "bf16"]
     monkeypatch.setattr(runtime, "_read_cpuinfo", lambda: CPUINFO_NO_BF16)
-    assert Separator([model], precision="auto").precision == "fp32"
+    lazy = Separator([model], precision="auto")
+    lazy(0.1 * torch.randn(1, 2, 4096))  # the first use resolves it
+    assert lazy.precision == "fp32"
 
 
 def test_eval_settings_accept_auto_and_reject_others():

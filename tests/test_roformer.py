@@ -12,7 +12,7 @@ import yaml
 
 from bsrnn.bands import mel_band_membership
 from bsrnn.errors import CheckpointError, ConfigError
-from bsrnn.losses import SeparationLoss, multi_resolution_spec
+from bsrnn.losses import SeparationLoss
 from bsrnn.models.base import count_parameters
 from bsrnn.models.roformer import (
     BSRoformer,
@@ -65,7 +65,7 @@ def test_fixture_output_and_loss_match_msst(case):
         "t+mrstft",
         spec.n_fft,
         spec.hop_length,
-        multi_resolution=multi_resolution_spec(model.config),
+        multi_resolution=model.loss_preference.multi_resolution,
     )
     target = io["target"] if io["target"].dim() == 4 else io["target"][:, None]
     parts = loss.components(out, target)

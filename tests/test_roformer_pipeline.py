@@ -50,22 +50,40 @@ def small(toy: Path, tmp: Path, preset: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("preset", "cls", "stems"),
+    ("preset", "cls", "stems", "options"),
     [
-        ("bs-roformer-tiny", BSRoformer, ["vocals"]),
-        ("mel-roformer-tiny", MelRoformer, ["drums", "bass", "other", "vocals"]),
-    ],
+        ("bs-roformer-tiny", BSRoformer, ["vocals"], []),
+        # issue 20's two commands: a mono network on stereo songs, and a network whose output
+        # is shorter than its input (MSST's Mel-RoFormer config): training, validation and
+        # evaluation all run it through bsrnn.apply (channels adapted, output zero-filled)
+        ("bs-roformer-tiny", BSRoformer, ["vocals"], ["src_mod.stereo=false"]),
+        (
+            "mel-roformer-tiny",
+            MelRoformer,
+            ["drums", "bass", "other", "vocals"],
+            ["src_mod.match_input_audio_length=false"],
+        ),
+    ],  # fmt: skip
 )
-def test_tiny_roformer_trains_with_msst_loss_and_evaluates(preset, cls, stems, toy_data, tmp_path):
-    result = train_script.train(run_config(small(toy_data, tmp_path, preset)))
+def test_tiny_roformer_trains_with_msst_loss_and_evaluates(
+    preset, cls, stems, options, toy_data, tmp_path
+):
+    overrides = small(toy_data, tmp_path, preset) + options
+    result = train_script.train(run_config(overrides))
     model = load_model(result["best_path"])
     assert isinstance(model, cls) and model.targets == stems
     assert result["epochs"] == 1 and np.isfinite(result["metrics"]["val/loss"])
+    assert np.isfinite(result["metrics"]["val/usdr"])
+    if "src_mod.stereo=false" in options:
+        assert model.audio_channels == 1
+    if "src_mod.match_input_audio_length=false" in options:
+        assert model.config.match_input_audio_length is False
     for stem in stems:
         assert f"val/usdr_{stem}" in result["metrics"]
-    table = evaluate_script.run(run_config(small(toy_data, tmp_path, preset))).table()
+    evaluated = evaluate_script.run(run_config(overrides))
     for stem in stems:
-        assert stem in table
+        assert stem in evaluated.table()
+    assert all(np.isfinite(v) for row in evaluated.per_track.values() for v in row.values())
 
 
 def _write_mixture(io: dict, path: Path) -> np.ndarray:
@@ -155,7 +173,63 @@ def test_separator_completes_a_mel_roformer_output_shorter_than_its_input(stereo
     assert n < mixture.shape[-1]  # the network's own output is shorter
     if not stereo:
         direct = direct.reshape(1, 2, 2, n).transpose(1, 2)
-    out = Separator([model]).separate_stacked(mixture)
+    out = Separator([model])(mixture)
     assert out.shape == (1, 2, 2, mixture.shape[-1])
     torch.testing.assert_close(out[..., :n], direct, atol=1e-6, rtol=0)
     assert torch.count_nonzero(out[..., n:]) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# One path runs the network everywhere (bsrnn.apply)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_one_model_folder_gives_the_same_stems_through_every_command(msst_dir, tmp_path):
+    """inference.py model_dir=X, evaluate.py model_dir=X (eval.rec_dir) and bsrnn-separate -m X
+    separate with the imported RoFormer's own chunk_size (131584 samples, 2.98 s): a 4 s song
+    in two chunks, the same stems from all three."""
+    from bsrnn.chunking import ChunkSettings
+    from bsrnn.data import DataSettings, read_track_audio
+    from bsrnn.separate_cli import main as separate_main
+    from bsrnn.separator import Separator
+
+    folder = tmp_path / "model"
+    import_msst.import_msst(
+        msst_dir / "bs-stereo-1stem.yaml", msst_dir / "bs-stereo-1stem.ckpt", folder
+    )
+    model = load_model(next(folder.glob("*.ckpt")))
+    assert model.segment_samples == 131584
+    data_dir = tmp_path / "toy"
+    common = [f"model_dir={folder}", "eval.progress=false", "eval.device=cpu"]
+    evaluate_script.run(run_config(common + [
+        "dset=toy", f"dset.data_dir={data_dir}", "dset.toy.n_train=1", "dset.toy.n_test=1",
+        "dset.toy.min_duration=4.0", "dset.toy.max_duration=4.2", f"out_dir={tmp_path / 'out'}",
+        f"eval.rec_dir={tmp_path / 'evaluation'}",
+    ]))  # fmt: skip
+    data = DataSettings(data_dir=data_dir)
+    (track,) = data.tracks("test")
+    mixture, _ = read_track_audio(track, list(data.sources), mixture="stems")  # evaluation's
+    assert 4.0 <= mixture.shape[-1] / 44100 <= 4.2  # two chunks of 2.98 s, one of 10 s
+    song = tmp_path / "song.wav"
+    sf.write(song, mixture.T, 44100, subtype="FLOAT")
+    written = inference_script.run(
+        run_config(common + [f"+file_path={song}", f"+rec_dir={tmp_path / 'inference'}"])
+    )
+    code = separate_main([str(song), "-m", str(folder), "-o", str(tmp_path / "cli"),
+                          "--precision", "fp32", "--device", "cpu", "--no-progress"])  # fmt: skip
+    assert code == 0
+
+    stems = {
+        "inference": sf.read(written["vocals"], dtype="float32")[0].T,
+        "evaluate": sf.read(tmp_path / "evaluation" / track.name / "vocals.wav", dtype="float32")[
+            0
+        ].T,  # fmt: skip
+        "bsrnn-separate": sf.read(tmp_path / "cli" / "song" / "vocals.wav", dtype="float32")[0].T,
+    }
+    own = ChunkSettings(segment_len=131584 / 44100)
+    want = Separator([model], chunking=own)(torch.from_numpy(mixture)[None])[0, 0].numpy()
+    whole = Separator([model], chunking=ChunkSettings(segment_len=10.0))
+    other = whole(torch.from_numpy(mixture)[None])[0, 0].numpy()
+    assert np.abs(want - other).max() > 1e-4  # the chunk length matters for this song
+    for name, stem in stems.items():
+        assert stem.shape == mixture.shape, name
+        np.testing.assert_allclose(stem, want, atol=1e-6, err_msg=name)

@@ -16,7 +16,7 @@ import torch
 
 from bsrnn.checkpoints import save_model
 from bsrnn.models import build_model
-from bsrnn.separate import main, track_names
+from bsrnn.separate_cli import main, track_names
 
 REPO = Path(__file__).resolve().parents[1]
 STEMS = ["vocals", "bass", "drums", "other"]

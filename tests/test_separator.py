@@ -1,5 +1,6 @@
-"""Separator: our checkpoints (per target and multi-target), the reference's, missing ones,
-one forward per chunk for all targets of a model, bf16, very short inputs."""
+"""Separator and model folders: our checkpoints (per target and multi-target), the
+reference's, missing ones, one forward per chunk for all targets of a model, bf16, very short
+inputs, channels, TTA, Wiener, separate_audio."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 from bsrnn.checkpoints import CheckpointError, save_model
 from bsrnn.chunking import ChunkSettings
 from bsrnn.errors import ConfigError
+from bsrnn.evaluation import EvalSettings
+from bsrnn.model_folder import load_separator
 from bsrnn.models import BSRNN, build_model
 from bsrnn.paths import checkpoint_path
 from bsrnn.separator import Separator
@@ -27,26 +30,27 @@ def tiny(*targets: str, **options) -> BSRNN:
     return build_model({**TINY, "targets": list(targets), **options}).eval()
 
 
-def test_from_dir_with_our_checkpoints(tmp_path):
+def test_preset_folder_with_our_checkpoints(tmp_path):
     torch.manual_seed(0)
     models = {t: tiny(t) for t in ("vocals", "bass")}
     for target, model in models.items():
         save_model(model, checkpoint_path(tmp_path, [target]))
-    sep = Separator.from_dir(tmp_path, ["bass", "vocals"])
+    sep = load_separator(tmp_path, ["bass", "vocals"], preset={})
     assert sep.targets == ["bass", "vocals"] and sep.sample_rate == 44100
+    assert sep.checkpoints == {(t,): checkpoint_path(tmp_path, [t]) for t in ("bass", "vocals")}
     mixture = np.random.default_rng(0).standard_normal((2, 22050)).astype(np.float32) * 0.1
-    out = sep.separate(mixture)
-    assert list(out) == ["bass", "vocals"]
+    out = sep.separate_audio(mixture, 44100)  # [S, C, T] numpy
+    assert isinstance(out, np.ndarray) and out.shape == (2, 2, 22050)
     with torch.no_grad():
-        for target, model in models.items():
-            want = model(torch.from_numpy(mixture)[None]).waveforms[0, 0].numpy()
-            assert isinstance(out[target], np.ndarray) and out[target].shape == (2, 22050)
-            np.testing.assert_allclose(out[target], want, atol=1e-6)
-    batch = torch.from_numpy(np.stack([mixture, -mixture]))  # [B, C, T] -> {target: [B, C, T]}
-    out_b = sep.separate(batch)
-    assert out_b["vocals"].shape == (2, 2, 22050)
-    torch.testing.assert_close(out_b["vocals"][0], torch.from_numpy(out["vocals"]))
-    assert sep.separate_stacked(batch).shape == (2, 2, 2, 22050)
+        for i, target in enumerate(["bass", "vocals"]):
+            want = models[target](torch.from_numpy(mixture)[None]).waveforms[0, 0].numpy()
+            np.testing.assert_allclose(out[i], want, atol=1e-6)
+    batch = torch.from_numpy(np.stack([mixture, -mixture]))  # [B, C, T] -> [B, S, C, T]
+    out_b = sep(batch)
+    assert out_b.shape == (2, 2, 2, 22050)
+    torch.testing.assert_close(out_b[0], torch.from_numpy(out))
+    # the same folder through the self-describing loader: the same stems
+    torch.testing.assert_close(load_separator(tmp_path, ["bass", "vocals"])(batch), out_b)
 
 
 def test_multi_target_model_runs_once_per_chunk_for_all_targets(tmp_path):
@@ -55,18 +59,17 @@ def test_multi_target_model_runs_once_per_chunk_for_all_targets(tmp_path):
     save_model(simo, tmp_path / "separator.ckpt")
     options = {"name": "s", **TINY, "target": None, "targets": STEMS}
     chunking = ChunkSettings(segment_len=0.2, overlap=0.1)
-    sep = Separator.from_dir(tmp_path, ["drums", "vocals"], model_options=options,
-                             chunking=chunking)  # fmt: skip
+    sep = load_separator(tmp_path, ["drums", "vocals"], preset=options, chunking=chunking)
     assert sep.targets == ["drums", "vocals"] and len(sep.models) == 1
     calls = []
     sep.models[0].register_forward_hook(lambda *args: calls.append(1))
     mixture = 0.1 * torch.randn(1, 2, 30000)
-    out = sep.separate_stacked(mixture)
+    out = sep(mixture)
     n_chunks = len(calls)
     assert out.shape == (1, 2, 2, 30000) and n_chunks >= 3
     everything = Separator(simo_models := [sep.models[0]], chunking=chunking)
     calls.clear()
-    full = everything.separate_stacked(mixture)
+    full = everything(mixture)
     assert len(calls) == n_chunks and everything.targets == STEMS  # 4 stems, same passes
     torch.testing.assert_close(out[:, 0], full[:, 2])
     torch.testing.assert_close(out[:, 1], full[:, 0])
@@ -74,39 +77,38 @@ def test_multi_target_model_runs_once_per_chunk_for_all_targets(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["vocals-lstm-lstm", "bass-gru-conv"])
-def test_from_dir_with_reference_checkpoints(tmp_path, fixtures_dir, name):
+def test_preset_folder_with_reference_checkpoints(tmp_path, fixtures_dir, name):
     target = name.split("-")[0]
     shutil.copy(fixtures_dir / f"{name}.ckpt", checkpoint_path(tmp_path, [target]))
     io = torch.load(fixtures_dir / f"{name}.io.pt", weights_only=True)
     # 0.5 s segments: the 44223-sample fixture is separated in chunks ...
-    chunked = Separator.from_dir(tmp_path, [target], chunking=ChunkSettings(segment_len=0.5))
-    assert chunked.separate_stacked(io["mixture"]).shape == (1, 1, 2, 44223)
-    # ... and in one pass when it fits a segment, giving the reference's output
-    sep = Separator.from_dir(tmp_path, [target])
-    out = sep.separate(io["mixture"][0])[target]
+    chunked = load_separator(tmp_path, [target], preset={}, chunking=ChunkSettings(segment_len=0.5))
+    assert chunked(io["mixture"]).shape == (1, 1, 2, 44223)
+    # ... and in one pass when it fits a segment (BSRNN's 10 s), giving the reference's output
+    sep = load_separator(tmp_path, [target], preset={})
+    assert sep.chunking.segment_len == 10.0
+    out = sep(io["mixture"])[0, 0]
     torch.testing.assert_close(out, io["waveforms"][0, 0], atol=1e-5, rtol=1e-4)
 
 
 def test_missing_checkpoint_is_an_error_naming_the_path(tmp_path, caplog):
     save_model(tiny("vocals"), checkpoint_path(tmp_path, ["vocals"]))
     with pytest.raises(CheckpointError, match=str(tmp_path / "drums.ckpt")):
-        Separator.from_dir(tmp_path, ["vocals", "drums"])
-    with caplog.at_level(logging.WARNING, logger="bsrnn.separator"):
+        load_separator(tmp_path, ["vocals", "drums"], preset={})
+    with caplog.at_level(logging.WARNING, logger="bsrnn.model_folder"):
         options = {"name": "x", "target": "vocals", **TINY}
-        sep = Separator.from_dir(
-            tmp_path, ["vocals", "drums"], allow_random=True, model_options=options
-        )
+        sep = load_separator(tmp_path, ["vocals", "drums"], allow_random=True, preset=options)
     assert sep.targets == ["vocals", "drums"] and sep.models[1].targets == ["drums"]
     assert any("RANDOM" in r.message and "drums.ckpt" in r.message for r in caplog.records)
     options = {"name": "s", **TINY, "targets": STEMS}
     with pytest.raises(CheckpointError, match=str(tmp_path / "separator.ckpt")):
-        Separator.from_dir(tmp_path, ["vocals"], model_options=options)
+        load_separator(tmp_path, ["vocals"], preset=options)
 
 
 def test_checkpoint_of_another_target_is_refused(tmp_path):
     save_model(tiny("bass"), checkpoint_path(tmp_path, ["vocals"]))
     with pytest.raises(CheckpointError, match=r"\['bass'\], not \['vocals'\]"):
-        Separator.from_dir(tmp_path, ["vocals"])
+        load_separator(tmp_path, ["vocals"], preset={})
     with pytest.raises(ConfigError, match="no model produces target.*drums"):
         Separator([tiny("vocals")], targets=["drums"])
 
@@ -115,9 +117,9 @@ def test_bf16_separation_is_close_to_fp32():
     torch.manual_seed(0)
     model = tiny("vocals")
     mixture = 0.1 * torch.randn(1, 2, 20000)
-    fp32 = Separator([model]).separate_stacked(mixture)
+    fp32 = Separator([model])(mixture)
     sep = Separator([model], precision="bf16")
-    bf16 = sep.separate_stacked(mixture)
+    bf16 = sep(mixture)
     assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
     snr = 10 * torch.log10(fp32.square().sum() / (bf16 - fp32).square().sum())
     if sep.precision == "bf16":  # this CPU computes bf16 natively
@@ -128,8 +130,8 @@ def test_bf16_separation_is_close_to_fp32():
 
 def test_very_short_input_is_padded_with_a_warning(caplog):
     sep = Separator([tiny("vocals")])
-    with caplog.at_level(logging.WARNING, logger="bsrnn.separator"):
-        out = sep.separate_stacked(0.1 * torch.randn(1, 2, 10))
+    with caplog.at_level(logging.WARNING, logger="bsrnn.apply"):
+        out = sep(0.1 * torch.randn(1, 2, 10))
     assert out.shape == (1, 1, 2, 10) and torch.isfinite(out).all()
     assert any("only 10 samples" in r.message for r in caplog.records)
 
@@ -145,7 +147,7 @@ def test_separator_without_lightning():
 # --------------------------------------------------------------------------------------------
 # Model folders, channels, TTA, Wiener, separate_audio
 # --------------------------------------------------------------------------------------------
-def test_from_model_dir_loads_every_self_describing_checkpoint(tmp_path):
+def test_model_folder_loads_every_self_describing_checkpoint(tmp_path):
     torch.manual_seed(0)
     simo = tiny("bass", "drums", "other", subtract_last_trgt=True)
     vocals = tiny("vocals")
@@ -153,24 +155,24 @@ def test_from_model_dir_loads_every_self_describing_checkpoint(tmp_path):
     save_model(vocals, tmp_path / "vocals.ckpt")
     piano = tiny("piano", joint_bandsplit=True)
     save_model(piano, tmp_path / "vocals-last.ckpt")  # training's last: not used
-    sep = Separator.from_model_dir(tmp_path)
+    sep = load_separator(tmp_path)
     assert sep.targets == ["vocals", "bass", "drums", "other"]  # the MUSDB order
-    assert set(sep.checkpoints) == {"bass, drums, other", "vocals"}
+    assert set(sep.checkpoints) == {("bass", "drums", "other"), ("vocals",)}
     mixture = 0.1 * torch.randn(1, 2, 8000)
-    out = sep.separate_stacked(mixture)
+    out = sep(mixture)
     with torch.no_grad():
         torch.testing.assert_close(out[:, 0], vocals(mixture).waveforms[:, 0])
         torch.testing.assert_close(out[:, 2], simo(mixture).waveforms[:, 1])
-    only = Separator.from_model_dir(tmp_path, ["drums"])
+    only = load_separator(tmp_path, ["drums"])
     assert only.targets == ["drums"] and len(only.models) == 1
-    assert list(only.checkpoints) == ["bass, drums, other"]
+    assert list(only.checkpoints) == [("bass", "drums", "other")]
     with pytest.raises(CheckpointError, match=r"no model for piano.*vocals, bass, drums, other"):
-        Separator.from_model_dir(tmp_path, ["vocals", "piano"])
+        load_separator(tmp_path, ["vocals", "piano"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint in"):
-        Separator.from_model_dir(tmp_path / "empty")
+        load_separator(tmp_path / "empty")
     with pytest.raises(CheckpointError, match="model folder not found"):
-        Separator.from_model_dir(tmp_path / "nowhere")
+        load_separator(tmp_path / "nowhere")
 
 
 def test_channels_follow_each_model():
@@ -183,7 +185,7 @@ def test_channels_follow_each_model():
     assert (mono.audio_channels, stereo.audio_channels) == (1, 2)
     sep = Separator([mono, stereo])
     x2 = 0.1 * torch.randn(1, 2, 6000)
-    out = sep.separate_stacked(x2)
+    out = sep(x2)
     assert out.shape == (1, 2, 2, 6000)
     with torch.no_grad():
         for c in range(2):
@@ -191,7 +193,7 @@ def test_channels_follow_each_model():
             torch.testing.assert_close(out[:, 0, c], want)
         torch.testing.assert_close(out[:, 1], stereo(x2).waveforms[:, 0])
         x1 = x2[:, :1]
-        out1 = sep.separate_stacked(x1)
+        out1 = sep(x1)
         assert out1.shape == (1, 2, 1, 6000)
         want = stereo(x1.expand(1, 2, 6000)).waveforms[:, 0].mean(1, keepdim=True)
         torch.testing.assert_close(out1[:, 1], want)
@@ -206,12 +208,10 @@ def test_tta_averages_the_plain_swapped_and_inverted_passes():
         plain = model(x).waveforms
         swapped = model(x.flip(1)).waveforms.flip(2)
         inverted = -model(-x).waveforms
-        torch.testing.assert_close(
-            sep.separate_stacked(x), (plain + swapped + inverted) / 3, atol=1e-6, rtol=1e-5
-        )
+        torch.testing.assert_close(sep(x), (plain + swapped + inverted) / 3, atol=1e-6, rtol=1e-5)
         mono = x[:, :1]
         want = (model(mono).waveforms - model(-mono).waveforms) / 2
-        torch.testing.assert_close(sep.separate_stacked(mono), want, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(sep(mono), want, atol=1e-6, rtol=1e-5)
 
 
 def test_wiener_filters_every_stem_of_the_models_then_picks():
@@ -225,11 +225,11 @@ def test_wiener_filters_every_stem_of_the_models_then_picks():
     with torch.no_grad():
         want = wiener_waveforms(model(x).waveforms, x, spec.n_fft, spec.hop_length,
                                 spec.win_length, iterations=1)  # fmt: skip
-    out = sep.separate_stacked(x)
+    out = sep(x)
     assert out.shape == (1, 1, 2, 6000)
     torch.testing.assert_close(out[:, 0], want[:, 2], atol=1e-5, rtol=1e-4)
-    with pytest.raises(ConfigError, match="wiener_iterations"):
-        Separator([model], wiener_iterations=-1)
+    with pytest.raises(ConfigError, match="wiener_iterations"):  # checked once, in settings
+        EvalSettings(wiener_iterations=-1)
 
 
 def test_separate_audio_resamples_and_fits_the_length():

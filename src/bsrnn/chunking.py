@@ -75,13 +75,15 @@ class ChunkSettings:
     """How whole tracks are cut into chunks (see the module's documentation).
 
     ``segment_len``, ``overlap`` and ``hop_size`` are in seconds (``overlap`` a fraction of
-    ``segment_len``); ``segment_len=None``: the whole track in one pass; ``hop_size=None``: the
+    ``segment_len``); ``segment_len=None``: the networks' preferred segment
+    (:func:`bsrnn.apply.resolve_chunking`), and where none is declared (or given to
+    :func:`separate_in_chunks` unresolved) the whole track in one pass; ``hop_size=None``: the
     linear fader in ``layout`` (``"reference"`` or ``"even"``), else overlap-add.
     ``batch_chunks``: chunks per forward pass (``None``: 1 on the CPU, 4 on a GPU).
     Invalid values raise :class:`~bsrnn.errors.ConfigError` naming the ``eval.<key>`` setting.
     """
 
-    segment_len: float | None = 10.0
+    segment_len: float | None = None
     overlap: float = 0.1
     hop_size: float | None = None
     batch_chunks: int | None = None
@@ -92,8 +94,8 @@ class ChunkSettings:
         if seg is not None:
             if not _is_real(seg) or not math.isfinite(seg) or not seg > 0:
                 raise ConfigError(
-                    f"eval.segment_len must be a number of seconds > 0 (or null: the whole "
-                    f"track at once), got {seg!r}"
+                    f"eval.segment_len must be a number of seconds > 0 (or null: the model's "
+                    f"preferred segment), got {seg!r}"
                 )
             object.__setattr__(self, "segment_len", float(seg))
         if not _is_real(ov) or not 0 <= ov < 1:

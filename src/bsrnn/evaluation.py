@@ -43,6 +43,7 @@ from bsrnn.metrics import (
     stem_metrics,
     usdr,
 )
+from bsrnn.model_folder import load_separator
 from bsrnn.paths import checkpoint_path
 from bsrnn.results import EvalResult, ResultsFile, file_digest, result_column, update_summary
 from bsrnn.runtime import PRECISIONS, set_num_threads
@@ -392,7 +393,7 @@ def run_evaluation(
     ``<out_dir>/test_results_<type>.csv``.
 
     ``model_dir``: a folder of self-describing checkpoints instead
-    (:meth:`~bsrnn.separator.Separator.from_model_dir`, no preset needed; ``targets`` None or
+    (:func:`~bsrnn.model_folder.load_separator`, no preset needed; ``targets`` None or
     empty: every stem it provides); the model is named after the folder, its per-track scores
     go to ``<model_dir>/test_results_<type>.csv``.
     """
@@ -411,28 +412,30 @@ def run_evaluation(
     elif model_dir is not None:
         results_dir = Path(model_dir)
         model_name = results_dir.resolve().name
-        separator = Separator.from_model_dir(
+        separator = load_separator(
             model_dir, targets or None, chunking=chunking, **settings.separator_options()
         )
         targets = list(separator.targets)
-        identity["precision"] = separator.precision
+        identity["chunking"] = separator.chunking.to_mapping()  # the model's segment resolved
+        identity["precision"] = separator.resolve_precision()
         identity["checkpoints"] = {
-            key: file_digest(path) for key, path in separator.checkpoints.items()
+            ", ".join(key): file_digest(path) for key, path in separator.checkpoints.items()
         }
         estimator = SeparatorEstimator(separator)
     else:
         ckpt_dir = Path(out_dir) / model_name
         if seed is not None:
             torch.manual_seed(int(seed))
-        separator = Separator.from_dir(
+        separator = load_separator(
             ckpt_dir,
             targets,
-            model_options=model_options,
+            preset=model_options,
             allow_random=settings.allow_random_weights,
             chunking=chunking,
             **settings.separator_options(),
         )
-        identity["precision"] = separator.precision
+        identity["chunking"] = separator.chunking.to_mapping()
+        identity["precision"] = separator.resolve_precision()
         identity["checkpoints"] = {
             ", ".join(m.targets): _checkpoint_identity(ckpt_dir, m.targets, seed, model_options)
             for m in separator.models

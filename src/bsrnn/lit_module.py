@@ -6,8 +6,11 @@ or not) and the scheduler settings. Batches are ``(mixture [B, C, T], references
 with the references in the order of the network's targets (the data module stacks them so).
 
 Training runs the network on random segments; the loss covers every target at once (the mean
-over targets, as the reference computes it). Validation separates each whole track in chunks as
-evaluation does (:func:`bsrnn.chunking.separate_in_chunks`) and logs ``val/usdr`` (the mean over
+over targets, as the reference computes it). The network always runs through
+:func:`bsrnn.apply.run_network` (channels adapted, output fitted to its input), as in
+evaluation and separation. Validation separates each whole track in chunks as evaluation does
+(the model's preferred segment unless ``eval.segment_len`` sets one,
+:func:`bsrnn.apply.separate_track`) and logs ``val/usdr`` (the mean over
 targets) and ``val/usdr_<target>`` per target; ``val/loss`` is, by default, the reference's:
 the median over the chunks of each chunk's loss, with the network's own STFT output for the tf
 term when it gives one (``val_loss="track"``: the loss of the whole assembled estimate instead).
@@ -26,8 +29,9 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from bsrnn.apply import resolve_chunking, run_network, separate_track
 from bsrnn.checkpoints import model_record
-from bsrnn.chunking import ChunkSettings, chunk_spans, crop, separate_in_chunks
+from bsrnn.chunking import ChunkSettings, chunk_spans, crop
 from bsrnn.errors import ConfigError, NonFiniteLossError
 from bsrnn.metrics import stem_metrics, usdr
 from bsrnn.models import SeparationModel
@@ -50,7 +54,8 @@ class SeparationLitModule(L.LightningModule):
         optimizer: ``optimizer(params) -> Optimizer`` with its final learning rate.
         scheduler: how to build and step the learning-rate scheduler (its ``factory()`` may
             be None: no scheduler).
-        chunking: whole-track validation in chunks (as evaluation does).
+        chunking: whole-track validation in chunks (as evaluation does; a null segment: the
+            network's preferred one).
         val_loss: ``"chunks"`` (the reference's) or ``"track"``.
         val_metrics: MSST's metrics (``si_sdr``, ``bleedless``, ``fullness``, ``l1_freq``)
             validation also logs as ``val/<metric>`` and ``val/<metric>_<target>`` (on the
@@ -75,7 +80,7 @@ class SeparationLitModule(L.LightningModule):
         self.scheduler = scheduler if scheduler is not None else SchedulerSettings()
         self.targets = list(net.targets)
         self.sample_rate = int(net.sample_rate)
-        self.chunking = chunking if chunking is not None else ChunkSettings()
+        self.chunking = resolve_chunking(chunking, [net])
         self.val_loss = val_loss
         self.val_metrics = tuple(val_metrics)
 
@@ -95,12 +100,15 @@ class SeparationLitModule(L.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole-track estimate in chunks ``[B, S, C, T]``, and the median over chunks of each
         chunk's loss (the network's own STFT for the tf term)."""
-        spans = iter(chunk_spans(mixture.shape[-1], self.sample_rate, self.chunking))
+        # the chunks separate_track gives `run` (a track shorter than the network takes is
+        # zero-padded: so are its references, by crop)
+        n = max(mixture.shape[-1], self.net.min_samples)
+        spans = iter(chunk_spans(n, self.sample_rate, self.chunking))
         losses: list[torch.Tensor] = []
         batch = mixture.shape[0]
 
         def run(chunk: torch.Tensor) -> torch.Tensor:
-            out = self.net(chunk)
+            out = run_network(self.net, chunk)
             for j in range(chunk.shape[0] // batch):
                 ref = crop(references, *next(spans))
                 part = slice(j * batch, (j + 1) * batch)
@@ -108,7 +116,9 @@ class SeparationLitModule(L.LightningModule):
                 losses.append(self.loss(out.waveforms[part], ref, est_stfts=stfts))
             return out.waveforms
 
-        estimate = separate_in_chunks(run, mixture, self.sample_rate, self.chunking)
+        estimate = separate_track(
+            run, mixture, self.sample_rate, self.chunking, min_samples=self.net.min_samples
+        )
         return estimate, torch.stack(losses).median()
 
     def _check_finite(self, loss: torch.Tensor, stage: str, batch_idx: int) -> None:
@@ -134,7 +144,7 @@ class SeparationLitModule(L.LightningModule):
         mixture, references = batch[0], batch[1]
         self._check_batch(mixture, references)
         if stage == "train":
-            out = self.net(mixture)
+            out = run_network(self.net, mixture)
             estimate = out.waveforms
             loss = self.loss(estimate, references, est_stfts=out.stfts)
         else:

@@ -2,8 +2,9 @@
 
 - ``t``: ``loss(est_waveform, ref_waveform)`` over all samples.
 - ``tf``: ``loss(Re Est, Re Ref) + loss(Im Est, Im Ref)`` where ``Ref`` is the STFT of the
-  reference waveform with the model's STFT (:class:`bsrnn.spectral.STFT`: periodic Hann, centred,
-  reflect padding, one-sided, not normalised) and ``Est`` the network's complex STFT output
+  reference waveform with the model's STFT (:class:`bsrnn.spectral.STFT`: its n_fft, hop,
+  periodic Hann window of its win_length, centred, reflect padding, one-sided, its
+  ``normalized``) and ``Est`` the network's complex STFT output
   (or the STFT of the estimated waveform when no STFT is given, e.g. for whole-track validation).
 - ``t+tf``: the sum of both terms.
 - ``t+mrstft`` (L1 only): the ``t`` term plus MSST's multi-resolution STFT term
@@ -13,19 +14,23 @@
 
 ``masked_mse`` (:class:`MaskedMSELoss`) is MSST's quantile-masked waveform MSE, the loss of its
 SCNet, MDX23C and HTDemucs recipes.
+
+The network declares its loss (:attr:`bsrnn.models.SeparationModel.loss_preference`);
+:func:`build_loss` builds it, with ``optim.loss_type`` / ``optim.loss_domain`` overriding the
+declared type and domain where set. This module knows no architecture.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bsrnn.errors import ConfigError
-from bsrnn.models.roformer import RoformerConfig
+from bsrnn.models.base import LossPreference, MultiResolutionSpec, StftSpec
 from bsrnn.spectral import STFT
 
 LOSS_TYPES = ("L1", "MSE")
@@ -37,39 +42,6 @@ LOSS_DOMAINS = ("t", "tf", "t+tf")
 L1_LOSS_DOMAINS = ("t+mrstft",)
 
 _ELEMENTWISE = {"L1": F.l1_loss, "MSE": F.mse_loss}
-
-
-@dataclass(frozen=True)
-class MultiResolutionSpec:
-    """MSST's multi-resolution STFT loss options (its ``multi_stft_*`` model options):
-    ``weight`` of the term, Hann ``window_sizes``, ``hop_size`` and ``normalized``."""
-
-    weight: float = 1.0
-    window_sizes: tuple[int, ...] = (4096, 2048, 1024, 512, 256)
-    hop_size: int = 147
-    normalized: bool = False
-
-    def __post_init__(self) -> None:
-        sizes = tuple(int(w) for w in self.window_sizes)
-        if not sizes or min(sizes) < 1 or self.hop_size < 1:
-            raise ConfigError(
-                f"invalid multi-resolution STFT loss: window_sizes={list(sizes)}, "
-                f"hop_size={self.hop_size} (expected sizes and hop >= 1)"
-            )
-        object.__setattr__(self, "window_sizes", sizes)
-
-
-def multi_resolution_spec(config: object) -> MultiResolutionSpec:
-    """The multi-resolution STFT loss options of a model config: a RoFormer config's
-    ``multi_stft_*`` options, MSST's defaults for any other architecture."""
-    if isinstance(config, RoformerConfig):
-        return MultiResolutionSpec(
-            weight=config.multi_stft_resolution_loss_weight,
-            window_sizes=config.multi_stft_resolutions_window_sizes,
-            hop_size=config.multi_stft_hop_size,
-            normalized=config.multi_stft_normalized,
-        )
-    return MultiResolutionSpec()
 
 
 class MultiResolutionSTFTLoss(nn.Module):
@@ -131,7 +103,8 @@ class MultiResolutionSTFTLoss(nn.Module):
 class SeparationLoss(nn.Module):
     """L1/MSE separation loss in the ``t``, ``tf`` or ``t+tf`` domain, or L1 in ``t+mrstft``
     (``multi_resolution``: its options, MSST's defaults when None; ``n_fft`` is then the
-    smallest n_fft of its STFTs: the model's).
+    smallest n_fft of its STFTs: the model's). ``n_fft``, ``n_hop``, ``win_length`` (None:
+    ``n_fft``) and ``normalized``: the STFT of the ``tf`` term (the model's).
 
     ``forward(est_waveforms [B, S, C, T], ref_waveforms [B, S, C, T],
     est_stfts complex [B, S, C, F, frames] | None) -> scalar``.
@@ -144,6 +117,8 @@ class SeparationLoss(nn.Module):
         n_fft: int = 2048,
         n_hop: int = 512,
         *,
+        win_length: int | None = None,
+        normalized: bool = False,
         multi_resolution: MultiResolutionSpec | None = None,
     ) -> None:
         super().__init__()
@@ -165,7 +140,7 @@ class SeparationLoss(nn.Module):
         self.loss_type = loss_type
         self.domain = domain
         self.terms = tuple(domain.split("+"))
-        self.stft = STFT(n_fft=n_fft, n_hop=n_hop)
+        self.stft = STFT(n_fft=n_fft, n_hop=n_hop, win_length=win_length, normalized=normalized)
         self.mrstft = (
             MultiResolutionSTFTLoss.from_spec(multi_resolution or MultiResolutionSpec(), n_fft)
             if "mrstft" in self.terms
@@ -286,20 +261,52 @@ def _quantile_rows(x: torch.Tensor, q: float) -> torch.Tensor:
     return torch.lerp(below, above, position - lower)
 
 
-def build_loss(
-    loss_type: str, domain: str, model, *, q: float = 0.95, coarse: bool = True
-) -> SeparationLoss | MaskedMSELoss:
-    """The training loss of ``model`` (a :class:`~bsrnn.models.SeparationModel`) in
-    ``domain``: the model's own STFT for the ``tf`` term, its multi-resolution options (or
-    MSST's defaults) for ``mrstft``; ``masked_mse``: :class:`MaskedMSELoss` (``q``,
-    ``coarse``) on the waveform, whatever the domain."""
-    if loss_type == MASKED_MSE:
-        return MaskedMSELoss(q, coarse)
-    spec = model.stft_spec
+def _separation_loss(
+    loss_type: str, domain: str, preference: LossPreference, stft_spec: StftSpec, settings: Any
+) -> nn.Module:
     return SeparationLoss(
         loss_type=loss_type,
         domain=domain,
-        n_fft=spec.n_fft,
-        n_hop=spec.hop_length,
-        multi_resolution=multi_resolution_spec(model.config),
+        n_fft=stft_spec.n_fft,
+        n_hop=stft_spec.hop_length,
+        win_length=stft_spec.win_length,
+        normalized=stft_spec.normalized,
+        multi_resolution=preference.multi_resolution,
     )
+
+
+def _masked_mse(
+    loss_type: str, domain: str, preference: LossPreference, stft_spec: StftSpec, settings: Any
+) -> nn.Module:
+    """MSST's masked MSE with ``optim.loss_q`` and ``optim.loss_coarse`` (the settings' values,
+    MSST's 0.95 and true by default); on the waveform whatever the domain."""
+    return MaskedMSELoss(settings.loss_q, settings.loss_coarse)
+
+
+#: Each ``optim.loss_type`` and what builds its loss:
+#: ``builder(loss_type, domain, preference, stft_spec, settings) -> nn.Module``.
+LOSS_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "L1": _separation_loss,
+    "MSE": _separation_loss,
+    MASKED_MSE: _masked_mse,
+}
+
+
+def build_loss(settings: Any, preference: LossPreference, stft_spec: StftSpec) -> nn.Module:
+    """The training loss: ``forward(est_waveforms [B, S, C, T], ref_waveforms [B, S, C, T],
+    est_stfts=None) -> scalar``.
+
+    ``settings``: the ``optim`` settings (:class:`~bsrnn.settings.OptimSettings`: its
+    ``loss_type`` and ``loss_domain``, each null for the network's own); ``preference``: the
+    loss the network declares (:attr:`~bsrnn.models.SeparationModel.loss_preference`: type,
+    domain, multi-resolution options); ``stft_spec``: the network's STFT, for the ``tf`` term.
+    """
+    loss_type = settings.loss_type if settings.loss_type is not None else preference.type
+    domain = settings.loss_domain if settings.loss_domain is not None else preference.domain
+    builder = LOSS_BUILDERS.get(loss_type)
+    if builder is None:
+        raise ConfigError(
+            f"unknown loss type optim.loss_type={loss_type!r}: expected one of "
+            f"{', '.join(LOSS_BUILDERS)}"
+        )
+    return builder(loss_type, domain, preference, stft_spec, settings)

@@ -148,8 +148,8 @@ class OptimSettings:
 
     ``optimizer``: a ``_target_`` node (``torch.optim.Adam`` by default) and its keyword
     arguments other than ``lr`` (``lr`` is this group's, scaled by ``scale_lr``).
-    ``loss_type`` L1/MSE, ``loss_domain`` ``t``/``tf``/``t+tf``/``t+mrstft`` (null: the
-    architecture's own, :attr:`~bsrnn.models.ModelConfig.default_loss_domain`);
+    ``loss_type`` L1/MSE, ``loss_domain`` ``t``/``tf``/``t+tf``/``t+mrstft`` (each null: the
+    network's own, :attr:`~bsrnn.models.SeparationModel.loss_preference`);
     ``masked_mse``: MSST's quantile-masked waveform MSE with ``loss_q`` and ``loss_coarse``
     (:class:`~bsrnn.losses.MaskedMSELoss`). ``ema_momentum``: an exponential moving average
     of the weights (null: none), used for validation, checkpoints and separation.
@@ -160,7 +160,7 @@ class OptimSettings:
 
     lr: float = 5.0e-4
     optimizer: Mapping[str, Any] = field(default_factory=_default_optimizer)
-    loss_type: str = "L1"
+    loss_type: str | None = None
     loss_domain: str | None = None
     monitor_val: str = "loss"
     val_loss: str = "chunks"
@@ -174,11 +174,12 @@ class OptimSettings:
     ema_momentum: float | None = None
 
     def __post_init__(self) -> None:
-        from bsrnn.losses import L1_LOSS_DOMAINS, LOSS_DOMAINS, LOSS_TYPES, MASKED_MSE
+        from bsrnn.losses import L1_LOSS_DOMAINS, LOSS_BUILDERS, LOSS_DOMAINS, MASKED_MSE
 
         set_ = functools.partial(object.__setattr__, self)
         set_("lr", _number("optim.lr", self.lr, minimum=0.0))
-        set_("loss_type", _choice("optim.loss_type", self.loss_type, (*LOSS_TYPES, MASKED_MSE)))
+        if self.loss_type is not None:
+            set_("loss_type", _choice("optim.loss_type", self.loss_type, tuple(LOSS_BUILDERS)))
         set_("loss_q", _fraction("optim.loss_q", self.loss_q, "a quantile in (0, 1]", 1.0))
         _boolean("optim.loss_coarse", self.loss_coarse)
         if self.ema_momentum is not None:
@@ -192,7 +193,7 @@ class OptimSettings:
             )
         if self.loss_domain is not None:
             _choice("optim.loss_domain", self.loss_domain, LOSS_DOMAINS + L1_LOSS_DOMAINS)
-            if self.loss_domain in L1_LOSS_DOMAINS and self.loss_type != "L1":
+            if self.loss_domain in L1_LOSS_DOMAINS and self.loss_type not in (None, "L1"):
                 raise ConfigError(
                     f"invalid optim.loss_type={self.loss_type!r} with optim.loss_domain="
                     f"{self.loss_domain!r}: MSST's loss is L1 (optim.loss_type=L1)"
@@ -246,10 +247,6 @@ class OptimSettings:
         factory = functools.partial(cls, lr=float(lr), **kwargs)
         _build_once("optim.optimizer", lambda: factory([torch.nn.Parameter(torch.zeros(1))]))
         return factory
-
-    def loss_domain_for(self, default: str) -> str:
-        """``loss_domain``, or the architecture's ``default`` when it is null."""
-        return self.loss_domain if self.loss_domain is not None else default
 
 
 # --------------------------------------------------------------------------------------------

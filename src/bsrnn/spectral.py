@@ -7,23 +7,33 @@ from torch import nn
 
 
 class STFT(nn.Module):
-    """Complex one-sided STFT. ``[batch, samples] -> [batch, n_fft // 2 + 1, frames]``."""
+    """Complex one-sided STFT. ``[batch, samples] -> [batch, n_fft // 2 + 1, frames]``
+    (a periodic Hann window of ``win_length``, None: ``n_fft``; ``normalized``: torch's)."""
 
-    def __init__(self, n_fft: int = 2048, n_hop: int = 512) -> None:
+    def __init__(
+        self,
+        n_fft: int = 2048,
+        n_hop: int = 512,
+        win_length: int | None = None,
+        normalized: bool = False,
+    ) -> None:
         super().__init__()
         self.n_fft = n_fft
         self.n_hop = n_hop
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.win_length = n_fft if win_length is None else int(win_length)
+        self.normalized = bool(normalized)
+        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stft(
             x,
             n_fft=self.n_fft,
             hop_length=self.n_hop,
+            win_length=self.win_length,
             window=self.window,
             center=True,
             pad_mode="reflect",
-            normalized=False,
+            normalized=self.normalized,
             onesided=True,
             return_complex=True,
         )

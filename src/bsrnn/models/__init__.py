@@ -1,8 +1,10 @@
 """Separation networks: the model interface, the architectures and their registry."""
 
 from bsrnn.models.base import (
+    LossPreference,
     ModelConfig,
     ModelOutput,
+    MultiResolutionSpec,
     SeparationModel,
     StftSpec,
     count_parameters,
@@ -23,8 +25,10 @@ __all__ = [
     "BSRNN",
     "Architecture",
     "BSRNNConfig",
+    "LossPreference",
     "ModelConfig",
     "ModelOutput",
+    "MultiResolutionSpec",
     "SeparationModel",
     "StftSpec",
     "arch_name",

@@ -15,8 +15,9 @@ A network ``model`` is an ``nn.Module`` with
   guessed elsewhere): ``model.stft_spec`` (:class:`StftSpec`: the STFT a tf-domain loss and the
   figures use), ``model.audio_channels`` (1 or 2, or None: any count, channels handled as
   independent items), ``model.min_samples`` (the shortest input it takes; shorter ones are
-  zero-padded) and ``model.segment_samples`` (its preferred chunk length for whole-track
-  separation, or None: the ``eval.segment_len`` setting decides).
+  zero-padded), ``model.segment_samples`` (its preferred chunk length for whole-track
+  separation, used where ``eval.segment_len`` is null) and ``model.loss_preference``
+  (:class:`LossPreference`: the training loss it declares).
 
 Only torch is needed here.
 """
@@ -67,6 +68,40 @@ class StftSpec:
     def __post_init__(self) -> None:
         if self.win_length is None:
             object.__setattr__(self, "win_length", self.n_fft)
+
+
+@dataclass(frozen=True)
+class MultiResolutionSpec:
+    """MSST's multi-resolution STFT loss options (its ``multi_stft_*`` model options):
+    ``weight`` of the term, Hann ``window_sizes``, ``hop_size`` and ``normalized``."""
+
+    weight: float = 1.0
+    window_sizes: tuple[int, ...] = (4096, 2048, 1024, 512, 256)
+    hop_size: int = 147
+    normalized: bool = False
+
+    def __post_init__(self) -> None:
+        sizes = tuple(int(w) for w in self.window_sizes)
+        if not sizes or min(sizes) < 1 or self.hop_size < 1:
+            raise ConfigError(
+                f"invalid multi-resolution STFT loss: window_sizes={list(sizes)}, "
+                f"hop_size={self.hop_size} (expected sizes and hop >= 1)"
+            )
+        object.__setattr__(self, "window_sizes", sizes)
+
+
+@dataclass(frozen=True)
+class LossPreference:
+    """The training loss a network declares (used where ``optim.loss_type`` /
+    ``optim.loss_domain`` are null): ``type`` (``L1``, ``MSE``, ``masked_mse``), ``domain``
+    (``t``, ``tf``, ``t+tf``, ``t+mrstft``), the ``multi_resolution`` options of the
+    ``mrstft`` term (None: MSST's defaults), and ``q`` / ``coarse`` for ``masked_mse``."""
+
+    type: str = "L1"
+    domain: str = "t+tf"
+    multi_resolution: MultiResolutionSpec | None = None
+    q: float = 0.95
+    coarse: bool = True
 
 
 def _check_type(where: str, value: Any, hint: Any) -> Any:
@@ -252,8 +287,15 @@ class SeparationModel(nn.Module, abc.ABC):
     @property
     def segment_samples(self) -> int | None:
         """The chunk length the network prefers for whole-track separation (e.g. the length
-        it was trained on), or None: ``eval.segment_len`` decides."""
+        it was trained on), used where ``eval.segment_len`` is null; None: no preference
+        (then a null ``eval.segment_len`` separates a whole track at once)."""
         return None
+
+    @property
+    def loss_preference(self) -> LossPreference:
+        """The training loss this network declares: L1 in its config's
+        ``default_loss_domain`` unless the architecture says otherwise."""
+        return LossPreference(type="L1", domain=self.config.default_loss_domain)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -523,6 +523,11 @@ def band_context_sum(spec: torch.Tensor, widths: Sequence[int], context: int) ->
 # --------------------------------------------------------------------------------------------
 # The network
 # --------------------------------------------------------------------------------------------
+#: Seconds per chunk when BSRNN separates whole tracks (the reference's evaluation segment;
+#: ``eval.segment_len`` overrides it).
+SEGMENT_SECONDS = 10.0
+
+
 class BSRNN(SeparationModel):
     """Band-Split RNN for one target or several (SIMO), with every option of
     :class:`BSRNNConfig`.
@@ -557,6 +562,11 @@ class BSRNN(SeparationModel):
     @property
     def audio_channels(self) -> int | None:
         return self.config.nb_channels if self.config.stereo is not None else None
+
+    @property
+    def segment_samples(self) -> int:
+        """The reference's evaluation chunk: :data:`SEGMENT_SECONDS`."""
+        return int(SEGMENT_SECONDS * self.sample_rate)
 
     def forward(self, mixture: torch.Tensor) -> ModelOutput:
         if mixture.dim() != 3:

@@ -52,7 +52,14 @@ from torch.utils.checkpoint import checkpoint
 
 from bsrnn.bands import mel_band_membership
 from bsrnn.errors import ConfigError
-from bsrnn.models.base import ModelConfig, ModelOutput, SeparationModel, StftSpec
+from bsrnn.models.base import (
+    LossPreference,
+    ModelConfig,
+    ModelOutput,
+    MultiResolutionSpec,
+    SeparationModel,
+    StftSpec,
+)
 
 #: MSST's default BS-RoFormer layout: 62 bands of 2..129 bins at n_fft 2048 (1025 bins).
 DEFAULT_FREQS_PER_BANDS: tuple[int, ...] = (
@@ -80,7 +87,7 @@ class RoformerConfig(ModelConfig):
     each transformer and each mask head in the backward pass (less memory on long chunks).
     ``segment``: the chunk length (samples) the model prefers for whole-track separation
     (MSST's ``audio.chunk_size``), or null. ``multi_stft_*``: MSST's multi-resolution STFT
-    loss (see :func:`bsrnn.losses.multi_resolution_spec`).
+    loss (the model's :attr:`~Roformer.loss_preference`).
     """
 
     dim: int | None = None
@@ -116,9 +123,6 @@ class RoformerConfig(ModelConfig):
 
     #: Which MSST model this is (``bs_roformer`` / ``mel_band_roformer``).
     msst_model_type: ClassVar[str] = ""
-    #: MSST's loss (L1 on the waveform + the multi-resolution STFT term) unless
-    #: ``optim.loss_domain`` says otherwise.
-    default_loss_domain: ClassVar[str] = "t+mrstft"
 
     def __post_init__(self) -> None:
         w = self.where
@@ -716,6 +720,22 @@ class Roformer(SeparationModel):
     @property
     def segment_samples(self) -> int | None:
         return self.config.segment
+
+    @property
+    def loss_preference(self) -> LossPreference:
+        """MSST's loss: L1 on the waveform plus its multi-resolution STFT term with this
+        config's ``multi_stft_*`` options."""
+        c = self.config
+        return LossPreference(
+            type="L1",
+            domain="t+mrstft",
+            multi_resolution=MultiResolutionSpec(
+                weight=c.multi_stft_resolution_loss_weight,
+                window_sizes=c.multi_stft_resolutions_window_sizes,
+                hop_size=c.multi_stft_hop_size,
+                normalized=c.multi_stft_normalized,
+            ),
+        )
 
     # -- pieces ----------------------------------------------------------------------------
     def _stft_kwargs(self) -> dict[str, Any]:
