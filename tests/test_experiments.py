@@ -80,6 +80,31 @@ SOURCES: dict[str, dict] = {
         augmentations=("randomcrop", "rescale", "channelswap"), rescale=(0.5, 1.5),
         devices=1, precision="16-mixed",
     ),
+    # MSST configs/config_musdb18_scnet.yaml / _large: lr 5e-4, Adam, grad_clip 0, patience 2 /
+    # reduce_factor 0.95 on the validation SDR, batch 10 (large: 6) x 485100 samples, 1000
+    # steps per epoch, use_amp; loudness 0.5-1.5 (mixup and the masked loss: see the recipes)
+    "scnet": dict(
+        preset="scnet", targets=("drums", "bass", "other", "vocals"), params=10_578_768,
+        lr=5e-4, optimizer="torch.optim.Adam", loss_domain="t", grad_clip=None,
+        patience=None, monitor="sdr",
+        scheduler=("torch.optim.lr_scheduler.ReduceLROnPlateau",
+                   {"mode": "max", "factor": 0.95, "patience": 2}),
+        scheduler_monitor="val/usdr",
+        dset="musdb18hq", seq_duration=11.0, batch_size=10, n_samples=10000,
+        augmentations=("randomcrop", "rescale"), rescale=(0.5, 1.5),
+        devices=1, precision="16-mixed",
+    ),
+    "scnet-large": dict(
+        preset="scnet-large", targets=("drums", "bass", "other", "vocals"), dims=(4, 64, 128, 256),
+        params=42_181_232, lr=5e-4, optimizer="torch.optim.Adam", loss_domain="t",
+        grad_clip=None, patience=None, monitor="sdr",
+        scheduler=("torch.optim.lr_scheduler.ReduceLROnPlateau",
+                   {"mode": "max", "factor": 0.95, "patience": 2}),
+        scheduler_monitor="val/usdr",
+        dset="musdb18hq", seq_duration=11.0, batch_size=6, n_samples=6000,
+        augmentations=("randomcrop", "rescale"), rescale=(0.5, 1.5),
+        devices=1, precision="16-mixed",
+    ),
 }  # fmt: skip
 
 
@@ -100,7 +125,7 @@ def test_experiment_sets_what_its_source_did(name):
     model = settings.model
     assert cfg.src_mod.name == source["preset"]
     assert model.targets == source["targets"]
-    for key in ("feature_dim", "num_repeat", "dim", "depth"):
+    for key in ("feature_dim", "num_repeat", "dim", "depth", "dims"):
         if key in source:
             assert getattr(model, key) == source[key], key
     optim = settings.optim

@@ -1,6 +1,6 @@
 """The extension point, tested as a newcomer would use it: a toy architecture
 (``tests/toy_arch/toy_mask.py``) with its preset (``tests/toy_arch/conf/src_mod/toy-mask.yaml``)
-and one registry line runs through train.py, the Separator, evaluate.py and inference.py,
+and one ``bsrnn.models.register`` call runs through train.py, the Separator, evaluate.py and inference.py,
 touching no other file."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import inference as inference_script  # noqa: E402
 import train as train_script  # noqa: E402
 from bsrnn.checkpoints import load_model  # noqa: E402
 from bsrnn.cli import register_schemas  # noqa: E402
-from bsrnn.models import ARCHITECTURES, Architecture  # noqa: E402
+from bsrnn.errors import ConfigError  # noqa: E402
+from bsrnn.models import register, registered, unregister  # noqa: E402
 from bsrnn.separator import Separator  # noqa: E402
 from tests.toy_arch.toy_mask import ToyMask, ToyMaskConfig  # noqa: E402
 
@@ -31,11 +32,34 @@ TOY_CONF = REPO / "tests" / "toy_arch" / "conf"
 
 
 @pytest.fixture
-def toy_architecture(monkeypatch):
-    """The one registry line (``ARCHITECTURES["toy_mask"] = ...``), and the schemas of the
-    registered architectures for Hydra (as every entry script registers them)."""
-    monkeypatch.setitem(ARCHITECTURES, "toy_mask", Architecture(ToyMaskConfig, ToyMask))
+def toy_architecture():
+    """The one registration (``register("toy_mask", ...)``, the public way), and the schemas
+    of the registered architectures for Hydra (as every entry script registers them)."""
+    register("toy_mask", ToyMaskConfig, ToyMask)
     register_schemas()
+    yield
+    unregister("toy_mask")
+
+
+def test_register_names_a_clash_and_unregister_frees_the_name():
+    register("toy_mask", ToyMaskConfig, ToyMask)
+    try:
+        assert registered()["toy_mask"].model is ToyMask
+        with pytest.raises(ConfigError, match="'toy_mask' is registered already"):
+            register("toy_mask", ToyMaskConfig, ToyMask)
+        with pytest.raises(ConfigError, match="registered already as 'toy_mask'"):
+            register("toy_mask_2", ToyMaskConfig, ToyMask)
+        with pytest.raises(ConfigError, match="registered already as 'scnet'"):
+            from bsrnn.models.scnet import SCNet, SCNetConfig
+
+            register("my_scnet", SCNetConfig, SCNet)
+        with pytest.raises(ConfigError, match="not a SeparationModel"):
+            register("toy_other", ToyMaskConfig, dict)
+    finally:
+        unregister("toy_mask")
+    assert "toy_mask" not in registered()
+    with pytest.raises(ConfigError, match="no architecture 'toy_mask'"):
+        unregister("toy_mask")
 
 
 def compose_cfg(overrides: list[str]):

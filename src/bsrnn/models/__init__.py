@@ -16,6 +16,9 @@ from bsrnn.models.registry import (
     build_model,
     foreign_formats,
     model_config,
+    register,
+    registered,
+    unregister,
 )
 
 __all__ = [
@@ -33,4 +36,7 @@ __all__ = [
     "count_parameters",
     "foreign_formats",
     "model_config",
+    "register",
+    "registered",
+    "unregister",
 ]
