@@ -40,8 +40,7 @@ def import_msst(
     """Convert MSST's ``config`` + ``checkpoint`` into ``out_dir``; returns the written path."""
     from bsrnn.checkpoints import save_model
     from bsrnn.errors import ConfigError
-    from bsrnn.models import count_parameters
-    from bsrnn.models import roformer_msst, scnet_msst
+    from bsrnn.models import count_parameters, roformer_msst, scnet_msst
     from bsrnn.paths import checkpoint_path
 
     out_dir = Path(out_dir)

@@ -229,7 +229,11 @@ def runtime_flags() -> set[str]:
         return set()
     for line in text.splitlines():
         if line.startswith("flags"):
-            return {f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma", "f16c"))}  # fmt: skip
+            return {
+                f
+                for f in line.split(":", 1)[1].split()
+                if f.startswith(("avx", "amx", "fma", "f16c"))
+            }
     return set()
 
 

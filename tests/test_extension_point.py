@@ -1,7 +1,7 @@
 """The extension point, tested as a newcomer would use it: a toy architecture
 (``tests/toy_arch/toy_mask.py``) with its preset (``tests/toy_arch/conf/src_mod/toy-mask.yaml``)
-and one ``bsrnn.models.register`` call runs through train.py, the Separator, evaluate.py and inference.py,
-touching no other file."""
+and one ``bsrnn.models.register`` call runs through train.py, the Separator, evaluate.py and
+inference.py, touching no other file."""
 
 from __future__ import annotations
 

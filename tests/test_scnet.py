@@ -75,7 +75,10 @@ def _masked_mse(est, ref, q: float, coarse: bool) -> torch.Tensor:
 @pytest.mark.parametrize("case", list(CASES))
 def test_msst_checkpoint_reproduces_msst_output_and_loss(case, msst_dir):
     model = load_msst_model(msst_dir / f"{case}.yaml", msst_dir / f"{case}.ckpt")
-    assert type(model) is CASES[case] and model.config.msst_model_type == _io(msst_dir, case)["model_type"]  # fmt: skip
+    assert (
+        type(model) is CASES[case]
+        and model.config.msst_model_type == _io(msst_dir, case)["model_type"]
+    )
     io = _io(msst_dir, case)
     with torch.no_grad():
         out = model(io["mixture"]).waveforms
@@ -149,8 +152,16 @@ def test_parameter_counts_equal_msst(options, params):
         ({"conv_depths": [3, 2, 1, 1]}, "conv_depths=.*expected 3 values"),
         ({"audio_channels": 3, "dims": [6, 8]}, "audio_channels=3: expected 1 or 2"),
         ({"conv_kernel": 4}, "conv_kernel=4: expected an odd size"),
-        ({"band_SR": [0.3, 0.65, 0.05], "nfft": 16, "hop_size": 4, "win_size": 16, "segment": None},
-         "SD block 0 a band of 0 bin"),
+        (
+            {
+                "band_SR": [0.3, 0.65, 0.05],
+                "nfft": 16,
+                "hop_size": 4,
+                "win_size": 16,
+                "segment": None,
+            },
+            "SD block 0 a band of 0 bin",
+        ),
         ({"dims": "4, 8"}, "dims='4, 8': expected a list"),
         ({"sources": ["vocals"]}, r"unknown key\(s\) src_mod\.sources"),
     ],

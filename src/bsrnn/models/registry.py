@@ -63,9 +63,7 @@ def register(
     if not (isinstance(config_cls, type) and issubclass(config_cls, ModelConfig)):
         raise ConfigError(f"architecture {name!r}: {config_cls!r} is not a ModelConfig subclass")
     if not (isinstance(model_cls, type) and issubclass(model_cls, SeparationModel)):
-        raise ConfigError(
-            f"architecture {name!r}: {model_cls!r} is not a SeparationModel subclass"
-        )
+        raise ConfigError(f"architecture {name!r}: {model_cls!r} is not a SeparationModel subclass")
     if name in ARCHITECTURES:
         raise ConfigError(
             f"architecture {name!r} is registered already "

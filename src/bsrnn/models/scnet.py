@@ -132,15 +132,26 @@ class SCNetConfig(ModelConfig):
             object.__setattr__(self, key, _number_list(w, key, getattr(self, key), kind))
         for key in ("band_SR", "band_stride", "band_kernel", "conv_depths"):
             if len(getattr(self, key)) != 3:
-                raise ConfigError(f"invalid {w}.{key}={list(getattr(self, key))}: expected 3 values (low, mid, high bands)")  # fmt: skip
+                raise ConfigError(
+                    f"invalid {w}.{key}={list(getattr(self, key))}: expected 3 values (low, mid, "
+                    "high bands)"
+                )
         if self.audio_channels not in (1, 2):
             raise ConfigError(f"invalid {w}.audio_channels={self.audio_channels}: expected 1 or 2")
         if len(self.dims) < 2 or min(self.dims) < 1:
-            raise ConfigError(f"invalid {w}.dims={list(self.dims)}: expected at least 2 widths >= 1")  # fmt: skip
+            raise ConfigError(
+                f"invalid {w}.dims={list(self.dims)}: expected at least 2 widths >= 1"
+            )
         if self.dims[0] != 2 * self.audio_channels:
-            raise ConfigError(f"{w}.dims[0]={self.dims[0]} must be 2 * audio_channels = {2 * self.audio_channels} (re/im per channel)")  # fmt: skip
+            raise ConfigError(
+                f"{w}.dims[0]={self.dims[0]} must be 2 * audio_channels = "
+                f"{2 * self.audio_channels} (re/im per channel)"
+            )
         if self.num_dplayer < 0 or self.num_dplayer % 2:
-            raise ConfigError(f"invalid {w}.num_dplayer={self.num_dplayer}: expected an even number >= 0 (each rFFT over frames is undone by the next layer)")  # fmt: skip
+            raise ConfigError(
+                f"invalid {w}.num_dplayer={self.num_dplayer}: expected an even number >= 0 (each "
+                "rFFT over frames is undone by the next layer)"
+            )
         for key in ("nfft", "hop_size", "win_size", "conv_kernel", "expand"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected >= 1")
@@ -149,16 +160,33 @@ class SCNetConfig(ModelConfig):
         if self.conv_kernel % 2 == 0:
             raise ConfigError(f"invalid {w}.conv_kernel={self.conv_kernel}: expected an odd size")
         if self.compress <= 0 or int(min(self.dims[1:]) / self.compress) < 1:
-            raise ConfigError(f"invalid {w}.compress={self.compress}: every dims[1:] / compress must be >= 1")  # fmt: skip
+            raise ConfigError(
+                f"invalid {w}.compress={self.compress}: every dims[1:] / compress must be >= 1"
+            )
         if min(self.band_stride) < 1 or min(self.band_kernel) < 1 or min(self.conv_depths) < 0:
-            raise ConfigError(f"invalid {w}.band_stride / band_kernel / conv_depths: expected strides and kernels >= 1, depths >= 0")  # fmt: skip
+            raise ConfigError(
+                f"invalid {w}.band_stride / band_kernel / conv_depths: expected strides and "
+                "kernels >= 1, depths >= 0"
+            )
         low, mid, high = self.band_SR
         if low <= 0 or mid <= 0 or low + mid >= 1:
-            raise ConfigError(f"invalid {w}.band_SR={list(self.band_SR)}: expected low, mid > 0 with low + mid < 1 (the high band is the rest)")  # fmt: skip
+            raise ConfigError(
+                f"invalid {w}.band_SR={list(self.band_SR)}: expected low, mid > 0 with low + mid < "
+                "1 (the high band is the rest)"
+            )
         if abs(low + mid + high - 1.0) > 1e-6:
-            log.warning("%s.band_SR=%s does not sum to 1: the high band is 1 - low - mid = %.4f, as in MSST", w, list(self.band_SR), 1 - low - mid)  # fmt: skip
+            log.warning(
+                "%s.band_SR=%s does not sum to 1: the high band is 1 - low - mid = %.4f, as in "
+                "MSST",
+                w,
+                list(self.band_SR),
+                1 - low - mid,
+            )
         if self.segment is not None and self.segment < self.nfft:
-            raise ConfigError(f"invalid {w}.segment={self.segment}: expected null or at least nfft={self.nfft} samples")  # fmt: skip
+            raise ConfigError(
+                f"invalid {w}.segment={self.segment}: expected null or at least nfft={self.nfft} "
+                "samples"
+            )
         self.band_layout()  # every band of every block non-empty, and restored by the decoder
 
     def inert_options(self) -> set[str]:
@@ -211,9 +239,15 @@ class SCNetMaskedConfig(SCNetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.audio_channels != 2:
-            raise ConfigError(f"invalid {self.where}.audio_channels={self.audio_channels}: scnet_masked is stereo only (MSST's mask head has 4 channels per stem)")  # fmt: skip
+            raise ConfigError(
+                f"invalid {self.where}.audio_channels={self.audio_channels}: scnet_masked is "
+                "stereo only (MSST's mask head has 4 channels per stem)"
+            )
         if self.win_size != self.nfft:
-            raise ConfigError(f"{self.where}.win_size={self.win_size} must equal nfft={self.nfft} in scnet_masked (its Hann window has nfft samples)")  # fmt: skip
+            raise ConfigError(
+                f"{self.where}.win_size={self.win_size} must equal nfft={self.nfft} in "
+                "scnet_masked (its Hann window has nfft samples)"
+            )
 
 
 def _number_list(where: str, key: str, value: object, kind: type) -> tuple:
@@ -223,7 +257,10 @@ def _number_list(where: str, key: str, value: object, kind: type) -> tuple:
     for v in value:
         ok = isinstance(v, int | float) if kind is float else isinstance(v, int)
         if not ok or isinstance(v, bool):
-            raise ConfigError(f"invalid {where}.{key}={list(value)!r}: expected a list of {'numbers' if kind is float else 'integers'}")  # fmt: skip
+            raise ConfigError(
+                f"invalid {where}.{key}={list(value)!r}: expected a list of "
+                f"{'numbers' if kind is float else 'integers'}"
+            )
         out.append(kind(v))
     return tuple(out)
 

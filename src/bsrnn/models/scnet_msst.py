@@ -129,30 +129,61 @@ def check_state(state: Mapping[str, torch.Tensor], model: SCNet) -> None:
 
     def fail(option: str, detail: str, keys: list[str]) -> None:
         shown = ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
-        raise CheckpointError(f"{detail}; check {w}.{option}" + (f" (key(s): {shown})" if shown else ""))  # fmt: skip
+        raise CheckpointError(
+            f"{detail}; check {w}.{option}" + (f" (key(s): {shown})" if shown else "")
+        )
 
     masked_keys = [k for k in MASKED_KEYS if k in state]
     if masked_keys and not model.masked:
-        fail("arch", "the checkpoint is an scnet_masked (it has a frequency embedding and a mask head) but the config builds an scnet (model_type scnet_masked)", masked_keys)  # fmt: skip
+        fail(
+            "arch",
+            "the checkpoint is an scnet_masked (it has a frequency embedding and a mask head) "
+            "but the config builds an scnet (model_type scnet_masked)",
+            masked_keys,
+        )
     if model.masked and not masked_keys:
-        fail("arch", "the checkpoint is an scnet (no mask head) but the config builds an scnet_masked (model_type scnet)", [k for k in missing if k.startswith(MASKED_KEYS)])  # fmt: skip
+        fail(
+            "arch",
+            "the checkpoint is an scnet (no mask head) but the config builds an scnet_masked "
+            "(model_type scnet)",
+            [k for k in missing if k.startswith(MASKED_KEYS)],
+        )
     blocks = _count(have, r"encoder\.(\d+)\.")
     if blocks != len(c.dims) - 1:
-        fail("dims", f"the checkpoint has {blocks} SD block(s) ({blocks + 1} widths) but the config dims={list(c.dims)}", [k for k in missing + extra if k.startswith(("encoder.", "decoder."))])  # fmt: skip
+        fail(
+            "dims",
+            f"the checkpoint has {blocks} SD block(s) ({blocks + 1} widths) but the config "
+            f"dims={list(c.dims)}",
+            [k for k in missing + extra if k.startswith(("encoder.", "decoder."))],
+        )
     for band, depth in enumerate(c.conv_depths):
         found = _count(have, rf"encoder\.0\.conv_modules\.{band}\.layers\.(\d+)\.")
         if found != depth:
-            fail("conv_depths", f"the checkpoint's band {band} has {found} convolution layer(s) per SD block, the config conv_depths={list(c.conv_depths)}", [k for k in missing + extra if ".conv_modules." in k])  # fmt: skip
+            fail(
+                "conv_depths",
+                f"the checkpoint's band {band} has {found} convolution layer(s) per SD block, "
+                f"the config conv_depths={list(c.conv_depths)}",
+                [k for k in missing + extra if ".conv_modules." in k],
+            )
     layers = _count(have, r"separation_net\.dp_modules\.(\d+)\.")
     if layers != c.num_dplayer:
-        fail("num_dplayer", f"the checkpoint has {layers} dual-path layer(s), the config num_dplayer={c.num_dplayer}", [k for k in missing + extra if k.startswith("separation_net.")])  # fmt: skip
+        fail(
+            "num_dplayer",
+            f"the checkpoint has {layers} dual-path layer(s), the config "
+            f"num_dplayer={c.num_dplayer}",
+            [k for k in missing + extra if k.startswith("separation_net.")],
+        )
     if missing or extra:
-        fail("arch", f"{len(missing)} key(s) missing and {len(extra)} unexpected", missing + extra)  # fmt: skip
+        fail("arch", f"{len(missing)} key(s) missing and {len(extra)} unexpected", missing + extra)
     for key, value in own.items():
         got, want = tuple(state[key].shape), tuple(value.shape)
         if got != want:
             option = _shape_option(key, got, want, c)
-            fail(option, f"{key} has shape {list(got)} in the checkpoint, {list(want)} in the model", [key])  # fmt: skip
+            fail(
+                option,
+                f"{key} has shape {list(got)} in the checkpoint, {list(want)} in the model",
+                [key],
+            )
 
 
 def _shape_option(key: str, got: tuple[int, ...], want: tuple[int, ...], c: SCNetConfig) -> str:
