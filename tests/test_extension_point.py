@@ -113,3 +113,38 @@ def test_a_toy_architecture_trains_separates_evaluates_and_infers(
     for path in written.values():
         audio, rate = sf.read(path, always_2d=True)
         assert (rate, audio.shape) == (22050, (22050, 1))
+
+
+def test_an_entry_point_registers_its_architecture_lazily(monkeypatch, caplog):
+    """A package outside the project names a callable in the ``bsrnn.architectures`` entry
+    point group; the registry calls it the first time it is consulted (a broken one is logged
+    and skipped)."""
+    import importlib.metadata
+
+    from bsrnn.models import registry
+
+    class EntryPoint:
+        def __init__(self, name, fn):
+            self.name, self.fn = name, fn
+
+        def load(self):
+            return self.fn
+
+    def broken():
+        raise ImportError("no module named toy_plugin")
+
+    points = [
+        EntryPoint("toy", lambda: register("toy_mask", ToyMaskConfig, ToyMask)),
+        EntryPoint("broken", broken),
+    ]
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group: points if group == registry.ENTRY_POINT_GROUP else [],
+    )
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    try:
+        assert registered()["toy_mask"].config is ToyMaskConfig
+        assert "broken could not be loaded: no module named toy_plugin" in caplog.text
+    finally:
+        unregister("toy_mask")
