@@ -1,7 +1,13 @@
-"""Import a BS-RoFormer or Mel-RoFormer checkpoint of MSST (Music-Source-Separation-Training)
-into a model folder of this project.
+"""Import a BS-RoFormer, Mel-RoFormer or SCNet checkpoint of MSST
+(Music-Source-Separation-Training) into a model folder of this project.
 
     python import_msst.py CONFIG.yaml CHECKPOINT OUT_DIR [--model-type bs_roformer]
+
+MSST's YAML does not name the model type: an SCNet config is told from a RoFormer's by its
+options (``dims``, ``band_SR``, ``num_dplayer``, ...; the RoFormers need ``dim`` and
+``depth``), ``scnet_masked`` from ``scnet`` by the checkpoint's keys (its frequency embedding
+and mask head), a Mel-RoFormer from a BS-RoFormer by options and keys; ``--model-type``
+overrides.
 
 CONFIG.yaml is MSST's config for the checkpoint (its ``model:`` section is the network's
 options; ``!!python/tuple`` is read safely); CHECKPOINT its weights, a plain ``state_dict`` or
@@ -34,14 +40,19 @@ def import_msst(
     """Convert MSST's ``config`` + ``checkpoint`` into ``out_dir``; returns the written path."""
     from bsrnn.checkpoints import save_model
     from bsrnn.errors import ConfigError
-    from bsrnn.models import count_parameters
-    from bsrnn.models.roformer_msst import load_msst_model
+    from bsrnn.models import count_parameters, roformer_msst, scnet_msst
     from bsrnn.paths import checkpoint_path
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"OUT_DIR={out_dir} is an existing file: expected a folder")
-    model = load_msst_model(config, checkpoint, model_type)
+    yaml_dict = roformer_msst.read_msst_yaml(config)
+    if model_type in scnet_msst.MODEL_TYPES or (
+        model_type is None and scnet_msst.is_scnet_section(yaml_dict["model"])
+    ):
+        model = scnet_msst.load_msst_model(config, checkpoint, model_type, yaml_dict)
+    else:
+        model = roformer_msst.load_msst_model(config, checkpoint, model_type)
     path = checkpoint_path(out_dir, model.targets)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, path)
@@ -59,14 +70,15 @@ def import_msst(
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
         prog="import_msst.py",
-        description="Import an MSST BS-RoFormer / Mel-RoFormer checkpoint into a model folder.",
+        description="Import an MSST BS-RoFormer / Mel-RoFormer / SCNet checkpoint into a model "
+        "folder.",
     )
     parser.add_argument("config", help="MSST's YAML config of the checkpoint")
     parser.add_argument("checkpoint", help="the checkpoint (.ckpt / .pth)")
     parser.add_argument("out_dir", help="the model folder to write")
     parser.add_argument(
         "--model-type",
-        choices=("bs_roformer", "mel_band_roformer"),
+        choices=("bs_roformer", "mel_band_roformer", "scnet", "scnet_masked"),
         help="MSST's model_type (default: from the config's keys)",
     )
     args = parser.parse_args(argv)

@@ -81,8 +81,35 @@ SOURCES: dict[str, dict] = {
                    {"mode": "max", "factor": 0.95, "patience": 2}),
         scheduler_monitor="val/usdr",
         dset="musdb18hq", seq_duration=8.0, batch_size=1, n_samples=1000,
-        augmentations=("randomcrop", "rescale", "channelswap"), rescale=(0.5, 1.5),
+        augment=dict(name="msst", loudness=(0.5, 1.5), mixup=(0.2, 0.02),
+                     all={"channel_shuffle": 0.5, "random_inverse": 0.1, "random_polarity": 0.5}),
         devices=1, precision="16-mixed", ema_momentum=0.999, loss_type="L1",
+    ),
+    # MSST configs/config_musdb18_scnet.yaml / _large: lr 5e-4, Adam, grad_clip 0, patience 2 /
+    # reduce_factor 0.95 on the validation SDR, batch 10 (large: 6) x 485100 samples, 1000
+    # steps per epoch, use_amp; loudness 0.5-1.5, mixup (0.2, 0.02); q 0.95, coarse_loss_clip;
+    # ema_momentum 0.999
+    "scnet": dict(
+        preset="scnet", targets=("drums", "bass", "other", "vocals"), params=10_578_768,
+        lr=5e-4, optimizer="torch.optim.Adam", loss_domain="t", grad_clip=None,
+        patience=None, monitor="sdr",
+        scheduler=("torch.optim.lr_scheduler.ReduceLROnPlateau",
+                   {"mode": "max", "factor": 0.95, "patience": 2}),
+        scheduler_monitor="val/usdr",
+        dset="musdb18hq", seq_duration=11.0, batch_size=10, n_samples=10000,
+        augment=dict(name="msst", loudness=(0.5, 1.5), mixup=(0.2, 0.02)),
+        devices=1, precision="16-mixed", ema_momentum=0.999, loss_type="masked_mse",
+    ),
+    "scnet-large": dict(
+        preset="scnet-large", targets=("drums", "bass", "other", "vocals"), dims=(4, 64, 128, 256),
+        params=42_181_232, lr=5e-4, optimizer="torch.optim.Adam", loss_domain="t",
+        grad_clip=None, patience=None, monitor="sdr",
+        scheduler=("torch.optim.lr_scheduler.ReduceLROnPlateau",
+                   {"mode": "max", "factor": 0.95, "patience": 2}),
+        scheduler_monitor="val/usdr",
+        dset="musdb18hq", seq_duration=11.0, batch_size=6, n_samples=6000,
+        augment=dict(name="msst", loudness=(0.5, 1.5), mixup=(0.2, 0.02)),
+        devices=1, precision="16-mixed", ema_momentum=0.999, loss_type="masked_mse",
     ),
 }  # fmt: skip
 
@@ -96,6 +123,11 @@ def test_every_experiment_has_a_source():
     assert set(EXPERIMENTS) == set(SOURCES), "an experiment without its source's values"
 
 
+def _is_probability(key: str) -> bool:
+    """An effect's probability key (not one of its ranges or options)."""
+    return not any(part in key for part in ("_min", "_max", "backend", "bitrate"))
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_sets_what_its_source_did(name):
     source = SOURCES[name]
@@ -104,7 +136,7 @@ def test_experiment_sets_what_its_source_did(name):
     model = settings.model
     assert cfg.src_mod.name == source["preset"]
     assert model.targets == source["targets"]
-    for key in ("feature_dim", "num_repeat", "dim", "depth"):
+    for key in ("feature_dim", "num_repeat", "dim", "depth", "dims"):
         if key in source:
             assert getattr(model, key) == source[key], key
     optim = settings.optim
@@ -130,10 +162,29 @@ def test_experiment_sets_what_its_source_did(name):
     assert data.seq_duration == pytest.approx(source["seq_duration"])
     assert (data.batch_size, data.n_samples) == (source["batch_size"], source["n_samples"])
     if "augmentations" in source:
+        assert data.augment.name == "reference"
         assert data.augmentations == source["augmentations"]
         assert (data.rescale_min, data.rescale_max) == source["rescale"]
+    if "augment" in source:  # MSST's augmentations: what its config enables, nothing else
+        want, augment = source["augment"], data.augment
+        assert augment.name == want["name"]
+        assert augment.loudness and (augment.loudness_min, augment.loudness_max) == want["loudness"]
+        assert augment.mixup and augment.mixup_probs == want["mixup"]
+        assert augment.mp3_compression_on_mixture == 0
+        on = {k: v for k, v in augment.all.items() if _is_probability(k) and v > 0}
+        assert on == want.get("all", {})
+        assert not any(
+            v > 0 for stem in augment.stems.values() for k, v in stem.items() if _is_probability(k)
+        )
+    if source.get("loss_type") == "masked_mse":
+        assert (optim.loss_q, optim.loss_coarse) == (0.95, True)
     assert cfg.trainer.devices == source["devices"]
     assert str(cfg.trainer.precision) == str(source["precision"])
+
+
+def _is_probability(key: str) -> bool:
+    """An effect's probability key (not one of its ranges or options)."""
+    return not any(part in key for part in ("_min", "_max", "backend", "bitrate"))
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

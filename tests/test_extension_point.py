@@ -1,7 +1,7 @@
 """The extension point, tested as a newcomer would use it: a toy architecture
 (``tests/toy_arch/toy_mask.py``) with its preset (``tests/toy_arch/conf/src_mod/toy-mask.yaml``)
-and one registry line runs through train.py, the Separator, evaluate.py and inference.py,
-touching no other file."""
+and one ``bsrnn.models.register`` call runs through train.py, the Separator, evaluate.py and
+inference.py, touching no other file."""
 
 from __future__ import annotations
 
@@ -23,19 +23,43 @@ import inference as inference_script  # noqa: E402
 import train as train_script  # noqa: E402
 from bsrnn.checkpoints import load_model  # noqa: E402
 from bsrnn.cli import register_schemas  # noqa: E402
+from bsrnn.errors import ConfigError  # noqa: E402
 from bsrnn.model_folder import load_separator  # noqa: E402
-from bsrnn.models import ARCHITECTURES, Architecture  # noqa: E402
+from bsrnn.models import register, registered, unregister  # noqa: E402
 from tests.toy_arch.toy_mask import ToyMask, ToyMaskConfig  # noqa: E402
 
 TOY_CONF = REPO / "tests" / "toy_arch" / "conf"
 
 
 @pytest.fixture
-def toy_architecture(monkeypatch):
-    """The one registry line (``ARCHITECTURES["toy_mask"] = ...``), and the schemas of the
-    registered architectures for Hydra (as every entry script registers them)."""
-    monkeypatch.setitem(ARCHITECTURES, "toy_mask", Architecture(ToyMaskConfig, ToyMask))
+def toy_architecture():
+    """The one registration (``register("toy_mask", ...)``, the public way), and the schemas
+    of the registered architectures for Hydra (as every entry script registers them)."""
+    register("toy_mask", ToyMaskConfig, ToyMask)
     register_schemas()
+    yield
+    unregister("toy_mask")
+
+
+def test_register_names_a_clash_and_unregister_frees_the_name():
+    register("toy_mask", ToyMaskConfig, ToyMask)
+    try:
+        assert registered()["toy_mask"].model is ToyMask
+        with pytest.raises(ConfigError, match="'toy_mask' is registered already"):
+            register("toy_mask", ToyMaskConfig, ToyMask)
+        with pytest.raises(ConfigError, match="registered already as 'toy_mask'"):
+            register("toy_mask_2", ToyMaskConfig, ToyMask)
+        with pytest.raises(ConfigError, match="registered already as 'scnet'"):
+            from bsrnn.models.scnet import SCNet, SCNetConfig
+
+            register("my_scnet", SCNetConfig, SCNet)
+        with pytest.raises(ConfigError, match="not a SeparationModel"):
+            register("toy_other", ToyMaskConfig, dict)
+    finally:
+        unregister("toy_mask")
+    assert "toy_mask" not in registered()
+    with pytest.raises(ConfigError, match="no architecture 'toy_mask'"):
+        unregister("toy_mask")
 
 
 def compose_cfg(overrides: list[str]):
@@ -88,3 +112,38 @@ def test_a_toy_architecture_trains_separates_evaluates_and_infers(
     for path in written.values():
         audio, rate = sf.read(path, always_2d=True)
         assert (rate, audio.shape) == (22050, (22050, 1))
+
+
+def test_an_entry_point_registers_its_architecture_lazily(monkeypatch, caplog):
+    """A package outside the project names a callable in the ``bsrnn.architectures`` entry
+    point group; the registry calls it the first time it is consulted (a broken one is logged
+    and skipped)."""
+    import importlib.metadata
+
+    from bsrnn.models import registry
+
+    class EntryPoint:
+        def __init__(self, name, fn):
+            self.name, self.fn = name, fn
+
+        def load(self):
+            return self.fn
+
+    def broken():
+        raise ImportError("no module named toy_plugin")
+
+    points = [
+        EntryPoint("toy", lambda: register("toy_mask", ToyMaskConfig, ToyMask)),
+        EntryPoint("broken", broken),
+    ]
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group: points if group == registry.ENTRY_POINT_GROUP else [],
+    )
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    try:
+        assert registered()["toy_mask"].config is ToyMaskConfig
+        assert "broken could not be loaded: no module named toy_plugin" in caplog.text
+    finally:
+        unregister("toy_mask")

@@ -57,7 +57,7 @@ def register_schemas() -> None:
     from bsrnn.data import DataSettings
     from bsrnn.data.toy import ToyParams
     from bsrnn.evaluation import EvalSettings
-    from bsrnn.models import ARCHITECTURES
+    from bsrnn.models import registered
     from bsrnn.settings import SchedulerSettings, optim_defaults
 
     store = ConfigStore.instance()
@@ -70,7 +70,7 @@ def register_schemas() -> None:
     store.store(group="dset", name="_toy_generator", node={"toy": toy})
     store.store(group="optim", name="_defaults", node=_yaml_value(optim_defaults()))
     store.store(group="scheduler", name="_defaults", node=SchedulerSettings.defaults())
-    for arch, spec in ARCHITECTURES.items():
+    for arch, spec in registered().items():
         defaults = spec.config.defaults()
         node = {"arch": arch, "name": "???", "target": None, **defaults, "targets": None}
         node["sample_rate"] = "${sample_rate}"

@@ -18,6 +18,9 @@ from bsrnn.models.registry import (
     build_model,
     foreign_formats,
     model_config,
+    register,
+    registered,
+    unregister,
 )
 
 __all__ = [
@@ -37,4 +40,7 @@ __all__ = [
     "count_parameters",
     "foreign_formats",
     "model_config",
+    "register",
+    "registered",
+    "unregister",
 ]
