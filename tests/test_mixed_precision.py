@@ -136,7 +136,7 @@ def test_rnn_dtype_is_chosen_explicitly():
 
 def test_bsrnn_lstm_runs_in_the_chosen_dtype_under_cpu_autocast():
     from bsrnn.models.bsrnn import BSRNN, BSRNNConfig
-    from bsrnn.runtime import cpu_bf16_support
+    from bsrnn.models.mixed_precision import _cpu_has_native_bf16
 
     net = BSRNN(BSRNNConfig(feature_dim=8, num_repeat=1, targets=("vocals",)))
     seen: list[torch.dtype] = []
@@ -149,5 +149,5 @@ def test_bsrnn_lstm_runs_in_the_chosen_dtype_under_cpu_autocast():
         net(torch.randn(1, 2, 8000))
     for h in hooks:
         h.remove()
-    expected = torch.bfloat16 if cpu_bf16_support()[0] else torch.float32
+    expected = torch.bfloat16 if _cpu_has_native_bf16() else torch.float32
     assert seen and set(seen) == {expected}
