@@ -376,3 +376,13 @@ def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert runtime.cache_dir() == tmp_path / "bsrnn"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert runtime.cache_dir() == Path.home() / ".cache" / "bsrnn"
+
+
+def test_evaluation_workers_never_get_a_cuda_model(caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from bsrnn.evaluation import _on_cuda
+
+    assert _on_cuda(SimpleNamespace(separator=SimpleNamespace(device=torch.device("cuda:1"))))
+    assert not _on_cuda(SimpleNamespace(separator=SimpleNamespace(device=torch.device("cpu"))))
+    assert not _on_cuda(SimpleNamespace(targets=["vocals"]))  # the mixture baseline
