@@ -73,6 +73,7 @@ class SeparationLitModule(L.LightningModule):
         self.sample_rate = int(net.sample_rate)
         self.chunking = chunking if chunking is not None else ChunkSettings()
         self.val_loss = val_loss
+        self._track_sums: dict[str, torch.Tensor] = {}  # per stage: [S uSDR, loss, tracks]
 
     # ----------------------------------------------------------------------------------------
     # Steps
@@ -107,11 +108,16 @@ class SeparationLitModule(L.LightningModule):
         return estimate, torch.stack(losses).median()
 
     def _check_finite(self, loss: torch.Tensor, stage: str, batch_idx: int) -> None:
-        """Raise :class:`NonFiniteLossError` (on every rank at once) when ``loss`` is NaN/inf."""
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if self._trainer is not None:
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
+        """Raise :class:`NonFiniteLossError` when ``loss`` is NaN/inf on this rank.
+
+        The check is local, with no collective: a per-step all-reduce would cost a
+        synchronisation every step and can hang validation, whose ranks run different numbers
+        of tracks. Under DDP the rank that sees it raises; Lightning then stops the processes
+        it launched (rank 0 kills the others), and torchrun/srun end the job when one task
+        exits with an error. A non-finite loss on one rank also spreads through the gradient
+        all-reduce: every rank's weights are non-finite after that step, so every rank stops
+        at the next one at the latest."""
+        if not bool(torch.isfinite(loss.detach()).all()):
             raise NonFiniteLossError(
                 f"non-finite {stage} loss ({float(loss.detach().float()):.4g} on this rank) at "
                 f"epoch {self.current_epoch}, global step {self.global_step}, batch {batch_idx}: "
@@ -144,14 +150,61 @@ class SeparationLitModule(L.LightningModule):
             self.log("train/loss_epoch", loss, on_step=False, on_epoch=True,
                      batch_size=batch_size, sync_dist=True)  # fmt: skip
         else:
-            sdr = usdr(references, estimate).float().mean(0)  # [S]
-            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=batch_size, sync_dist=True)
-            self.log(f"{stage}/usdr", sdr.mean(), on_epoch=True, prog_bar=True,
-                     batch_size=batch_size, sync_dist=True)  # fmt: skip
-            for target, value in zip(self.targets, sdr):
-                self.log(f"{stage}/usdr_{target}", value, on_epoch=True, batch_size=batch_size,
-                         sync_dist=True)  # fmt: skip
+            self._accumulate_track_metrics(stage, references, estimate, loss, batch_size)
         return {"loss": loss, "estimate": estimate.detach(), "reference": references}
+
+    # ----------------------------------------------------------------------------------------
+    # Validation metrics: a true mean over tracks, counted once for any number of devices
+    # ----------------------------------------------------------------------------------------
+    def _accumulate_track_metrics(
+        self,
+        stage: str,
+        references: torch.Tensor,
+        estimate: torch.Tensor,
+        loss: torch.Tensor,
+        batch_size: int,
+    ) -> None:
+        """Add this batch's tracks to the rank's sums: uSDR per target ``[S]`` summed over the
+        batch's tracks, the loss (the batch's value, once per track) and the track count.
+        Nothing is synchronised here; :meth:`_log_track_metrics` reduces once per epoch."""
+        sdr = usdr(references, estimate).float().sum(0).detach()  # [S], summed over tracks
+        row = torch.cat([sdr, (loss.detach().float() * batch_size).reshape(1)])
+        row = torch.cat([row, row.new_tensor([batch_size])])
+        sums = self._track_sums.get(stage)
+        self._track_sums[stage] = row if sums is None else sums + row
+
+    def _log_track_metrics(self, stage: str) -> None:
+        """All-reduce (sum) the ranks' track sums once, then log ``<stage>/usdr`` (mean over
+        targets), ``<stage>/usdr_<target>`` and ``<stage>/loss``: means over every track, each
+        counted once (identical on every rank)."""
+        n_targets = len(self.targets)
+        sums = self._track_sums.pop(stage, None)
+        if sums is None:  # this rank had no track: it still takes part in the reduction
+            sums = torch.zeros(n_targets + 2, device=self.device)
+        sums = sums.to(self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        count = float(sums[-1])
+        if count == 0:
+            return
+        sdr, loss = sums[:n_targets] / count, sums[n_targets] / count
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLossError(
+                f"non-finite {stage} loss at epoch {self.current_epoch}, global step "
+                f"{self.global_step}: training stopped. Try a lower optim.lr, "
+                "trainer.precision=32, or check the data."
+            )
+        self.log(f"{stage}/loss", loss, on_epoch=True)
+        self.log(f"{stage}/usdr", sdr.mean(), on_epoch=True, prog_bar=True)
+        for target, value in zip(self.targets, sdr):
+            self.log(f"{stage}/usdr_{target}", value, on_epoch=True)
+        self.log(f"{stage}/tracks", count, on_epoch=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._track_sums.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_track_metrics("val")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, batch_idx, "train")["loss"]
