@@ -279,7 +279,9 @@ def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> d
 
 def _toy(work: Path, quick: bool) -> list[str]:
     data = work / "toy"
-    common = ["dset=toy", f"dset.data_dir={data}", f"out_dir={work / 'outputs'}",
+    small = ["dset.toy.n_train=3", "dset.toy.n_test=1", "dset.toy.min_duration=3.0",
+             "dset.toy.max_duration=3.5"] if quick else []  # fmt: skip
+    common = ["dset=toy", f"dset.data_dir={data}", *small, f"out_dir={work / 'outputs'}",
               f"tb_dir={work / 'tb'}", f"hydra.run.dir={work / 'hydra'}",
               "dset.num_workers=0", "trainer.enable_progress_bar=false"]  # fmt: skip
     return common + (["src_mod=bsrnn-tiny", "src_mod.feature_dim=8", "src_mod.num_repeat=1",
@@ -292,7 +294,8 @@ def train_epoch(device: torch.device, quick: bool, work: Path) -> dict[str, Any]
     py = sys.executable
     common = _toy(work, quick)
     trainer = ["trainer=gpu"] if device.type == "cuda" else ["trainer=cpu"]
-    steps = {"prep_dataset": _run([py, "prep_dataset.py", *common[:2]], 600)}
+    prep = [a for a in common if a.startswith(("dset", "hydra"))]
+    steps = {"prep_dataset": _run([py, "prep_dataset.py", *prep], 600)}
     steps["train"] = _run([py, "train.py", *common, *trainer, "optim.max_epochs=1",
                            "trainer.num_sanity_val_steps=0"], 900)  # fmt: skip
     device_name = "cuda" if device.type == "cuda" else "cpu"

@@ -16,7 +16,8 @@
   scaler) cuDNN's fp16 is what was asked for and is kept; CPU autocast runs ``lstm``/``gru``
   in its own dtype (bf16, oneDNN), which is kept on a CPU with native bf16; on a CPU without
   it oneDNN has no bf16 LSTM at all ("could not create a primitive descriptor"), so the RNN
-  runs in fp32 there (found by trying a tiny bf16 LSTM once).
+  runs in fp32 there (found by trying a tiny bf16 LSTM once); CPU fp16 autocast (no oneDNN
+  fp16 LSTM) runs it in fp32 too.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def rnn_compute_dtype(
     if device_type == "cpu" and autocast_dtype == torch.bfloat16:
         native = _cpu_has_native_bf16() if cpu_native_bf16 is None else cpu_native_bf16
         return None if native else torch.float32
+    if device_type == "cpu" and autocast_dtype == torch.float16:
+        return torch.float32  # oneDNN has no fp16 LSTM on CPUs
     return None
 
 
