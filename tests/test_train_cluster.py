@@ -127,3 +127,16 @@ def test_slurm_requeue_restores_only_the_runs_own_hpc_checkpoint(
     restored = f"Restoring states from the checkpoint path at {own / 'hpc_ckpt_1.ckpt'}"
     assert restored in caplog.text
     assert again["epochs"] == 2 and again["global_step"] == 2 * first["global_step"]
+
+
+def test_shard_sampler_takes_each_item_once_without_padding():
+    from bsrnn.data.datasets import ShardSampler
+
+    items = list(range(14))  # MUSDB's 14 validation tracks on 4 GPUs: 4, 4, 3, 3 (not 16)
+    shards = [list(ShardSampler(items, num_replicas=4, rank=r)) for r in range(4)]
+    assert sorted(i for s in shards for i in s) == items
+    assert [len(s) for s in shards] == [4, 4, 3, 3]
+    # fewer items than ranks: the rank without one repeats one but counts none
+    lone = ShardSampler([0, 1], num_replicas=3, rank=2)
+    assert list(lone) == [0] and lone.counted == 0
+    assert ShardSampler([0, 1], num_replicas=3, rank=1).counted == 1

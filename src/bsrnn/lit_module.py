@@ -150,7 +150,8 @@ class SeparationLitModule(L.LightningModule):
             self.log("train/loss_epoch", loss, on_step=False, on_epoch=True,
                      batch_size=batch_size, sync_dist=True)  # fmt: skip
         else:
-            self._accumulate_track_metrics(stage, references, estimate, loss, batch_size)
+            if batch_idx < self._counted_batches(stage):
+                self._accumulate_track_metrics(stage, references, estimate, loss, batch_size)
         return {"loss": loss, "estimate": estimate.detach(), "reference": references}
 
     # ----------------------------------------------------------------------------------------
@@ -172,6 +173,15 @@ class SeparationLitModule(L.LightningModule):
         row = torch.cat([row, row.new_tensor([batch_size])])
         sums = self._track_sums.get(stage)
         self._track_sums[stage] = row if sums is None else sums + row
+
+    def _counted_batches(self, stage: str) -> float:
+        """How many of this rank's leading batches count (:class:`bsrnn.data.datasets.
+        ShardSampler` repeats one track on a rank that has none, not to be counted)."""
+        if self._trainer is None:
+            return float("inf")
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        counted = getattr(getattr(loaders, "sampler", None), "counted", None)
+        return float("inf") if counted is None else counted
 
     def _log_track_metrics(self, stage: str) -> None:
         """All-reduce (sum) the ranks' track sums once, then log ``<stage>/usdr`` (mean over
