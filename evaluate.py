@@ -31,6 +31,9 @@ def run(cfg: DictConfig):
     from bsrnn.evaluation import run_evaluation
 
     settings = build_settings(cfg)
+    from bsrnn.runtime import apply_matmul_precision
+
+    apply_matmul_precision(cfg.trainer.get("matmul_precision", "highest"))  # as training does
     data = settings.data
     if data.toy is not None:  # the stand-in dataset: generated when missing
         prepare_toy_dataset(data.data_dir, data.toy, data.sample_rate, progress=True)

@@ -32,6 +32,9 @@ def run(cfg: DictConfig) -> dict:
     from bsrnn.stems import file_range, separate_file
 
     settings = build_settings(cfg)
+    from bsrnn.runtime import apply_matmul_precision
+
+    apply_matmul_precision(cfg.trainer.get("matmul_precision", "highest"))  # as training does
     file_path, rec_dir = settings.extra.get("file_path"), settings.extra.get("rec_dir")
     for key, value in (("file_path", file_path), ("rec_dir", rec_dir)):
         if value is None:

@@ -96,8 +96,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from bsrnn.lit_module import SeparationLitModule
     from bsrnn.losses import build_loss
     from bsrnn.models import build_model
-    from bsrnn.paths import checkpoint_path, last_checkpoint_path, model_dir, resolve_resume_path
-    from bsrnn.runtime import training_precision
+    from bsrnn.paths import (
+        checkpoint_path,
+        last_checkpoint_path,
+        model_dir,
+        resolve_resume_path,
+        run_root_dir,
+    )
+    from bsrnn.runtime import apply_matmul_precision, prepare_determinism, training_precision
 
     route_lightning_logs_to_root()
     optim, data = settings.optim, settings.data
@@ -146,6 +152,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     trainer_cfg["precision"] = training_precision(trainer_cfg.get("precision", 32), accelerator)
+    apply_matmul_precision(trainer_cfg.pop("matmul_precision", "highest"))
+    trainer_cfg["deterministic"] = prepare_determinism(
+        trainer_cfg.get("deterministic"), accelerator
+    )
+    # Lightning's SLURM auto-requeue saves and restores hpc_ckpt_<N>.ckpt in default_root_dir:
+    # the run's own folder, so that one array task never resumes another task's run
+    trainer_cfg["default_root_dir"] = str(run_root_dir(folder, best_path))
     try:
         trainer = L.Trainer(
             **{k: v for k, v in trainer_cfg.items() if k != "_target_"},

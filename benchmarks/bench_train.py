@@ -198,16 +198,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--large-steps", type=int, default=2, help="timed steps of bsrnn-large")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (0: cores)")
+    parser.add_argument(
+        "--matmul-precision",
+        choices=list(runtime.MATMUL_PRECISIONS),
+        default="highest",
+        help="as trainer.matmul_precision: highest (true fp32, training's default) or high (TF32)",
+    )
     args = parser.parse_args()
+    runtime.apply_matmul_precision(args.matmul_precision)  # the same setting training applies
     if args.threads is not None:
         runtime.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device available")
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        where = torch.cuda.get_device_name(device)
+        where = f"{torch.cuda.get_device_name(device)}, matmul {args.matmul_precision}"
     else:
         bf16, reason = runtime.cpu_bf16_support()
         where = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -234,12 +235,36 @@ def test_inference_precision_bf16_on_cpu_with_bf16(
     assert not caplog.records
 
 
+def fake_cuda(monkeypatch: pytest.MonkeyPatch, capabilities: dict[int, tuple[int, int]]) -> list:
+    """Pretend CUDA devices with these compute capabilities exist; returns the list of
+    ``including_emulation`` values ``is_bf16_supported`` was called with."""
+    calls: list = []
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        calls.append(including_emulation)
+        return True
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: f"GPU{i}")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: capabilities[i])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    return calls
+
+
 def test_inference_precision_bf16_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert runtime.inference_precision("bf16", cuda) == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert runtime.inference_precision("bf16", cuda) == "fp32"
+    calls = fake_cuda(monkeypatch, {0: (9, 0), 1: (7, 0)})
+    assert runtime.inference_precision("bf16", torch.device("cuda")) == "bf16"
+    assert runtime.inference_precision("bf16", torch.device("cuda:0")) == "bf16"
+    # the model's device counts, not the current one (0): a V100 emulates bf16
+    assert runtime.inference_precision("bf16", torch.device("cuda:1")) == "fp32"
+    assert calls and not any(calls)  # emulation never counts
+
+
+def test_bf16_native_on_a_pre_ampere_gpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cuda(monkeypatch, {0: (7, 5)})
+    native, reason = runtime.bf16_native("cuda:0")
+    assert not native and "compute capability 7.5" in reason
 
 
 def test_autocast_runs_linear_in_bf16_on_cpu() -> None:
@@ -292,12 +317,47 @@ def test_training_precision_passes_through(
 ) -> None:
     assert runtime.training_precision(32, "cpu") == "32"
     assert runtime.training_precision("32-true", "cpu") == "32-true"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    capabilities = {0: (8, 0)}
+    fake_cuda(monkeypatch, capabilities)
     assert runtime.training_precision("16-mixed", "gpu") == "16-mixed"
     assert runtime.training_precision("bf16-mixed", "cuda") == "bf16-mixed"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    capabilities[0] = (7, 0)
     assert runtime.training_precision("bf16-mixed", "cuda") == "32-true"
+
+
+@pytest.mark.parametrize("value", ["bf16-true", "16-true", "64", "64-true"])
+def test_true_low_or_double_precisions_are_refused_in_one_line(value: str) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"trainer\.precision={value} is not supported: .*; use 32-true"
+    ):
+        runtime.training_precision(value, "cpu")
+
+
+def test_matmul_precision_sets_tf32_consistently() -> None:
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    try:
+        assert runtime.apply_matmul_precision("High") == "high"
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cudnn.allow_tf32
+        runtime.apply_matmul_precision("highest")
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert not torch.backends.cudnn.allow_tf32
+        with pytest.raises(ConfigError, match="trainer.matmul_precision='tf32'"):
+            runtime.apply_matmul_precision("tf32")
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
+
+
+def test_deterministic_on_cuda_sets_cublas_and_warns_only(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert runtime.prepare_determinism(True, "cpu") is True
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    with caplog.at_level(logging.WARNING, logger="bsrnn.runtime"):
+        assert runtime.prepare_determinism(True, "cuda") == "warn"
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert len(caplog.records) == 1 and "reflect padding" in caplog.text
 
 
 def test_training_precision_unknown_is_config_error() -> None:
@@ -316,3 +376,13 @@ def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert runtime.cache_dir() == tmp_path / "bsrnn"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert runtime.cache_dir() == Path.home() / ".cache" / "bsrnn"
+
+
+def test_evaluation_workers_never_get_a_cuda_model(caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from bsrnn.evaluation import _on_cuda
+
+    assert _on_cuda(SimpleNamespace(separator=SimpleNamespace(device=torch.device("cuda:1"))))
+    assert not _on_cuda(SimpleNamespace(separator=SimpleNamespace(device=torch.device("cpu"))))
+    assert not _on_cuda(SimpleNamespace(targets=["vocals"]))  # the mixture baseline

@@ -312,6 +312,12 @@ def _worker_track(track: Track, job: TrackJob) -> tuple[str, dict[str, float], f
     return track.name, scores, time.perf_counter() - t0
 
 
+def _on_cuda(estimator: Estimator) -> bool:
+    """Whether ``estimator`` runs on a CUDA device (its separator's ``device``)."""
+    device = getattr(getattr(estimator, "separator", estimator), "device", None)
+    return device is not None and torch.device(device).type == "cuda"
+
+
 def evaluate_tracks(
     tracks: Sequence[Track],
     estimator: Estimator,
@@ -342,12 +348,22 @@ def evaluate_tracks(
 
     bar = tqdm(total=len(tracks), initial=len(tracks) - len(todo), desc="tracks", unit="track",
                disable=not settings.progress)  # fmt: skip
+    workers = settings.num_workers
+    if workers > 0 and _on_cuda(estimator):
+        # a CUDA model must not be shipped to (spawned) worker processes: each would hold its
+        # own CUDA context and copy of the weights on the same GPU
+        log.warning(
+            "eval.num_workers=%d ignored: the model runs on CUDA, so tracks are separated one "
+            "at a time in this process",
+            workers,
+        )
+        workers = 0
     with logging_redirect_tqdm(), bar:
-        if settings.num_workers > 0 and len(todo) > 1:
-            threads = max(1, torch.get_num_threads() // settings.num_workers)
+        if workers > 0 and len(todo) > 1:
+            threads = max(1, torch.get_num_threads() // workers)
             ctx = multiprocessing.get_context("spawn")
             with futures.ProcessPoolExecutor(
-                max_workers=settings.num_workers,
+                max_workers=workers,
                 mp_context=ctx,
                 initializer=_init_worker,
                 initargs=(estimator, threads),

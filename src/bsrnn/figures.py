@@ -27,7 +27,7 @@ def spectrogram_image(
         x = torch.as_tensor(x, dtype=torch.float32).reshape(1, -1)
         if x.shape[-1] <= stft.n_fft // 2:  # reflect padding needs more than n_fft / 2
             x = torch.nn.functional.pad(x, (0, stft.n_fft - x.shape[-1]))
-        mag = stft(x)[0].abs().double().numpy()  # [F, frames]
+        mag = stft(x.float())[0].abs().double().numpy()  # [F, frames]
         bins = (mag.shape[0] // freq_pool) * freq_pool
         mag = mag[:bins].reshape(bins // freq_pool, freq_pool, -1).mean(axis=1)
         return 20.0 * np.log10(mag + 1e-8)

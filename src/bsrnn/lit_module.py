@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
@@ -83,6 +84,8 @@ class SeparationLitModule(L.LightningModule):
         self.chunking = resolve_chunking(chunking, [net])
         self.val_loss = val_loss
         self.val_metrics = tuple(val_metrics)
+        #: per stage: [S uSDR, S per val metric..., loss, tracks], sums over this rank's tracks
+        self._track_sums: dict[str, torch.Tensor] = {}
 
     # ----------------------------------------------------------------------------------------
     # Steps
@@ -122,11 +125,16 @@ class SeparationLitModule(L.LightningModule):
         return estimate, torch.stack(losses).median()
 
     def _check_finite(self, loss: torch.Tensor, stage: str, batch_idx: int) -> None:
-        """Raise :class:`NonFiniteLossError` (on every rank at once) when ``loss`` is NaN/inf."""
-        finite = bool(torch.isfinite(loss.detach()).all())
-        if self._trainer is not None:
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if not finite:
+        """Raise :class:`NonFiniteLossError` when ``loss`` is NaN/inf on this rank.
+
+        The check is local, with no collective: a per-step all-reduce would cost a
+        synchronisation every step and can hang validation, whose ranks run different numbers
+        of tracks. Under DDP the rank that sees it raises; Lightning then stops the processes
+        it launched (rank 0 kills the others), and torchrun/srun end the job when one task
+        exits with an error. A non-finite loss on one rank also spreads through the gradient
+        all-reduce: every rank's weights are non-finite after that step, so every rank stops
+        at the next one at the latest."""
+        if not bool(torch.isfinite(loss.detach()).all()):
             raise NonFiniteLossError(
                 f"non-finite {stage} loss ({float(loss.detach().float()):.4g} on this rank) at "
                 f"epoch {self.current_epoch}, global step {self.global_step}, batch {batch_idx}: "
@@ -159,33 +167,90 @@ class SeparationLitModule(L.LightningModule):
             self.log("train/loss_epoch", loss, on_step=False, on_epoch=True,
                      batch_size=batch_size, sync_dist=True)  # fmt: skip
         else:
-            sdr = usdr(references, estimate).float().mean(0)  # [S]
-            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=batch_size, sync_dist=True)
-            self.log(f"{stage}/usdr", sdr.mean(), on_epoch=True, prog_bar=True,
-                     batch_size=batch_size, sync_dist=True)  # fmt: skip
-            for target, value in zip(self.targets, sdr):
-                self.log(f"{stage}/usdr_{target}", value, on_epoch=True, batch_size=batch_size,
-                         sync_dist=True)  # fmt: skip
-            self._log_val_metrics(stage, references, estimate)
+            if batch_idx < self._counted_batches(stage):
+                self._accumulate_track_metrics(stage, references, estimate, loss, batch_size)
         return {"loss": loss, "estimate": estimate.detach(), "reference": references}
 
-    def _log_val_metrics(
-        self, stage: str, references: torch.Tensor, estimate: torch.Tensor
+    # ----------------------------------------------------------------------------------------
+    # Validation metrics: a true mean over tracks, counted once for any number of devices
+    # ----------------------------------------------------------------------------------------
+    def _accumulate_track_metrics(
+        self,
+        stage: str,
+        references: torch.Tensor,
+        estimate: torch.Tensor,
+        loss: torch.Tensor,
+        batch_size: int,
     ) -> None:
-        """``val_metrics`` of each track of the batch ``[B, S, C, T]``, averaged over the batch."""
+        """Add this batch's tracks to the rank's sums: uSDR per target ``[S]`` summed over the
+        batch's tracks, the loss (the batch's value, once per track) and the track count.
+        Nothing is synchronised here; :meth:`_log_track_metrics` reduces once per epoch."""
+        sdr = usdr(references, estimate).float().sum(0).detach()  # [S], summed over tracks
+        columns = [sdr, *self._val_metric_sums(references, estimate)]
+        row = torch.cat([*columns, (loss.detach().float() * batch_size).reshape(1)])
+        row = torch.cat([row, row.new_tensor([batch_size])])
+        sums = self._track_sums.get(stage)
+        self._track_sums[stage] = row if sums is None else sums + row
+
+    def _val_metric_sums(self, references: torch.Tensor, estimate: torch.Tensor) -> list:
+        """Each of ``val_metrics`` (MSST's: SI-SDR, bleedless, ...) per target ``[S]``, summed
+        over the batch's tracks (on the CPU, in numpy)."""
         if not self.val_metrics:
-            return
+            return []
         ref, est = references.detach().float().cpu(), estimate.detach().float().cpu()
         per_item = [
             stem_metrics(self.val_metrics, r, e, self.sample_rate) for r, e in zip(ref, est)
         ]
-        for metric in self.val_metrics:
-            values = torch.tensor([item[metric] for item in per_item]).float().mean(0)  # [S]
-            self.log(f"{stage}/{metric}", values.mean(), on_epoch=True, batch_size=ref.shape[0],
-                     sync_dist=True)  # fmt: skip
+        sums = [np.sum([item[m] for item in per_item], axis=0) for m in self.val_metrics]
+        return [torch.as_tensor(v, dtype=torch.float32, device=estimate.device) for v in sums]
+
+    def _counted_batches(self, stage: str) -> float:
+        """How many of this rank's leading batches count (:class:`bsrnn.data.datasets.
+        ShardSampler` repeats one track on a rank that has none, not to be counted)."""
+        if self._trainer is None:
+            return float("inf")
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        counted = getattr(getattr(loaders, "sampler", None), "counted", None)
+        return float("inf") if counted is None else counted
+
+    def _log_track_metrics(self, stage: str) -> None:
+        """All-reduce (sum) the ranks' track sums once, then log ``<stage>/usdr`` (mean over
+        targets), ``<stage>/usdr_<target>`` and ``<stage>/loss``: means over every track, each
+        counted once (identical on every rank)."""
+        n_targets = len(self.targets)
+        n_columns = n_targets * (1 + len(self.val_metrics))
+        sums = self._track_sums.pop(stage, None)
+        if sums is None:  # this rank had no track: it still takes part in the reduction
+            sums = torch.zeros(n_columns + 2, device=self.device)
+        sums = sums.to(self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        count = float(sums[-1])
+        if count == 0:
+            return
+        sdr, loss = sums[:n_targets] / count, sums[n_columns] / count
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLossError(
+                f"non-finite {stage} loss at epoch {self.current_epoch}, global step "
+                f"{self.global_step}: training stopped. Try a lower optim.lr, "
+                "trainer.precision=32, or check the data."
+            )
+        self.log(f"{stage}/loss", loss, on_epoch=True)
+        self.log(f"{stage}/usdr", sdr.mean(), on_epoch=True, prog_bar=True)
+        for target, value in zip(self.targets, sdr):
+            self.log(f"{stage}/usdr_{target}", value, on_epoch=True)
+        for i, metric in enumerate(self.val_metrics, start=1):
+            values = sums[i * n_targets : (i + 1) * n_targets] / count
+            self.log(f"{stage}/{metric}", values.mean(), on_epoch=True)
             for target, value in zip(self.targets, values):
-                self.log(f"{stage}/{metric}_{target}", value, on_epoch=True,
-                         batch_size=ref.shape[0], sync_dist=True)  # fmt: skip
+                self.log(f"{stage}/{metric}_{target}", value, on_epoch=True)
+        self.log(f"{stage}/tracks", count, on_epoch=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._track_sums.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_track_metrics("val")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, batch_idx, "train")["loss"]

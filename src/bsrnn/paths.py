@@ -42,6 +42,13 @@ def last_checkpoint_path(folder: str | os.PathLike, targets: Sequence[str]) -> P
     return Path(folder) / f"{checkpoint_stem(targets)}-last.ckpt"
 
 
+def run_root_dir(folder: str | os.PathLike, best_path: str | os.PathLike) -> Path:
+    """The run's own Lightning folder ``<folder>/<stem>.lightning/`` (``stem``: the best
+    checkpoint's): Lightning's ``default_root_dir``, where SLURM auto-requeue writes and finds
+    ``hpc_ckpt_<N>.ckpt``. One per model and target set, so array tasks never share it."""
+    return Path(folder) / f"{Path(best_path).stem}.lightning"
+
+
 def resolve_resume_path(ckpt_path: str | None, last_path: Path) -> Path | None:
     """Which checkpoint to resume from.
 

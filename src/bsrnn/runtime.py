@@ -66,6 +66,18 @@ TRAINING_PRECISIONS = (
     "transformer-engine-float16",
 )
 
+#: Lightning precisions refused, and why (the STFT must run in fp32: see
+#: :mod:`bsrnn.models.mixed_precision`).
+REFUSED_TRAINING_PRECISIONS = {
+    "bf16-true": "it casts the weights and STFT input to bf16, and torch.stft has no bf16 on CUDA",
+    "16-true": "it casts the weights and STFT input to fp16 (no gradient scaler; the STFT "
+    "would run in half precision)",
+    "64-true": "the models' STFT windows and complex masks are built for fp32",
+    "64": "the models' STFT windows and complex masks are built for fp32",
+    "transformer-engine": "TransformerEngine layers are not used by these networks",
+    "transformer-engine-float16": "TransformerEngine layers are not used by these networks",
+}
+
 #: ``/proc/cpuinfo`` flags that mean native bf16 arithmetic: x86 AVX-512 BF16 and AMX-BF16,
 #: aarch64 BF16 (ARMv8.6 ``bf16`` feature).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
@@ -280,26 +292,12 @@ def inference_precision(precision: str, device: torch.device) -> str:
     value = _check_precision(precision)
     if value in ("fp32", "auto"):
         return value
-    device = torch.device(device)
-    if device.type == "cpu":
-        ok, reason = cpu_bf16_support()
-        if not ok:
-            log.warning(
-                "eval.precision=bf16 on this CPU runs in fp32: %s, so bf16 would be emulated, "
-                "which is slower than fp32",
-                reason,
-            )
-            return "fp32"
-    elif device.type == "cuda":
-        if not torch.cuda.is_bf16_supported():
-            log.warning(
-                "eval.precision=bf16 on %s runs in fp32: this GPU does not support bf16", device
-            )
-            return "fp32"
-    else:
+    native, reason = bf16_native(device)
+    if not native:
         log.warning(
-            "eval.precision=bf16 is not supported on device type %r: running in fp32",
-            device.type,
+            "eval.precision=bf16 on %s runs in fp32: %s (emulated bf16 is slower than fp32)",
+            torch.device(device),
+            reason,
         )
         return "fp32"
     return value
@@ -324,14 +322,25 @@ def autocast(
 # precision=auto: a probe of the model's own forward pass, cached
 # --------------------------------------------------------------------------------------------
 def bf16_native(device: torch.device | str) -> tuple[bool, str]:
-    """Whether ``device`` computes bf16 natively, and why (for logs)."""
+    """Whether ``device`` computes bf16 natively, and why (for logs). The one rule for every
+    precision choice (inference, training, benchmarks): a CPU needs native bf16
+    (:func:`cpu_bf16_support`); a CUDA device is asked about itself (not the current device)
+    without counting emulation: compute capability 8.0 or newer (Ampere+) and
+    ``torch.cuda.is_bf16_supported(including_emulation=False)``; other device types: no."""
     device = torch.device(device)
     if device.type == "cpu":
         return cpu_bf16_support()
     if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return True, f"{torch.cuda.get_device_name(device)} supports bf16"
-        return False, "this GPU does not support bf16"
+        if not torch.cuda.is_available():
+            return False, "CUDA is not available"
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        name = torch.cuda.get_device_name(index)
+        major, minor = torch.cuda.get_device_capability(index)
+        if major < 8:
+            return False, f"{name} (compute capability {major}.{minor}) has no native bf16"
+        if not torch.cuda.is_bf16_supported(including_emulation=False):  # the build (CUDA 11+)
+            return False, f"{name}: this CUDA build reports no native bf16"
+        return True, f"{name} (compute capability {major}.{minor}) supports bf16"
     return False, f"no bf16 autocast support assumed on device type {device.type!r}"
 
 
@@ -469,10 +478,11 @@ def training_precision(precision: str | int, accelerator: str) -> str:
     """Check a Lightning ``trainer.precision`` against ``trainer.accelerator`` and return the
     value to give Lightning.
 
-    On the CPU, ``bf16-mixed``/``bf16-true`` without native bf16 become ``"32-true"`` with a
-    warning (emulated bf16 is slower than fp32), and ``16-mixed`` is a ConfigError (Lightning
-    has no fp16 autocast on the CPU). On CUDA, bf16 on a GPU without bf16 support becomes
-    ``"32-true"`` with a warning. Other values pass through unchanged (as strings).
+    ``bf16-mixed`` where the device has no native bf16 (:func:`bf16_native`: a CPU without
+    AVX-512 BF16/AMX, a GPU older than Ampere) becomes ``"32-true"`` with one warning line
+    (emulated bf16 is slower than fp32); ``16-mixed`` on the CPU is a ConfigError (Lightning
+    has no fp16 autocast there); ``*-true`` other than 32 and TransformerEngine are refused in
+    one line (:data:`REFUSED_TRAINING_PRECISIONS`). Other values pass through (as strings).
     """
     value = str(precision).strip().lower()
     if value not in TRAINING_PRECISIONS:
@@ -480,27 +490,70 @@ def training_precision(precision: str | int, accelerator: str) -> str:
             f"unknown trainer.precision={precision!r}: expected one of "
             f"{', '.join(TRAINING_PRECISIONS)}"
         )
+    if value in REFUSED_TRAINING_PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision={precision} is not supported: "
+            f"{REFUSED_TRAINING_PRECISIONS[value]}; use 32-true, bf16-mixed or 16-mixed (GPU)"
+        )
     device = _training_accelerator(accelerator)
     is_bf16 = value.startswith("bf16")
-    if device == "cpu":
-        if value in ("16-mixed", "16"):
-            raise ConfigError(
-                f"trainer.precision={precision} is not supported on the CPU: Lightning has no "
-                "fp16 autocast there; use 32-true, or bf16-mixed on a CPU with native bf16"
-            )
-        if is_bf16:
-            ok, reason = cpu_bf16_support()
-            if not ok:
-                log.warning(
-                    "trainer.precision=%s on this CPU trains in 32-true: %s, so bf16 would be "
-                    "emulated, which is slower than fp32",
-                    precision,
-                    reason,
-                )
-                return "32-true"
-    elif device == "cuda" and is_bf16 and not torch.cuda.is_bf16_supported():
-        log.warning(
-            "trainer.precision=%s trains in 32-true: this GPU does not support bf16", precision
+    if device == "cpu" and value in ("16-mixed", "16"):
+        raise ConfigError(
+            f"trainer.precision={precision} is not supported on the CPU: Lightning has no "
+            "fp16 autocast there; use 32-true, or bf16-mixed on a CPU with native bf16"
         )
-        return "32-true"
+    if is_bf16 and device in ("cpu", "cuda"):
+        native, reason = bf16_native(device)
+        if not native:
+            log.warning(
+                "trainer.precision=%s trains in 32-true: %s, so bf16 would be emulated, which "
+                "is slower than fp32",
+                precision,
+                reason,
+            )
+            return "32-true"
     return str(precision)
+
+
+# --------------------------------------------------------------------------------------------
+# Matmul precision (TF32) and determinism: the same in training, evaluation and benchmarks
+# --------------------------------------------------------------------------------------------
+#: ``trainer.matmul_precision`` values (``torch.set_float32_matmul_precision``).
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def apply_matmul_precision(value: str) -> str:
+    """Set fp32 matmul precision for this process: ``highest`` (true fp32, the default),
+    ``high`` (TF32 on Ampere+ GPUs) or ``medium`` (bf16 passes). cuDNN convolutions and RNNs
+    follow the same choice (``torch.backends.cudnn.allow_tf32``: only when not ``highest``),
+    so that "fp32" means one thing everywhere. Returns the value; ConfigError if unknown."""
+    choice = str(value).strip().lower()
+    if choice not in MATMUL_PRECISIONS:
+        raise ConfigError(
+            f"unknown trainer.matmul_precision={value!r}: expected one of "
+            f"{', '.join(MATMUL_PRECISIONS)}"
+        )
+    torch.set_float32_matmul_precision(choice)
+    torch.backends.cudnn.allow_tf32 = choice != "highest"
+    log.debug("float32 matmul precision: %s (cudnn TF32 %s)", choice, choice != "highest")
+    return choice
+
+
+#: What ``trainer.deterministic=true`` cannot make deterministic on CUDA (warned once).
+CUDA_NONDETERMINISTIC = (
+    "the backward pass of reflect padding (the STFT's centre padding inside the "
+    "multi-resolution loss and the models' STFTs) has no deterministic CUDA kernel: it runs "
+    "with a warning (torch.use_deterministic_algorithms(warn_only=True))"
+)
+
+
+def prepare_determinism(deterministic: Any, accelerator: str) -> Any:
+    """Make ``trainer.deterministic=true`` work on CUDA: ``CUBLAS_WORKSPACE_CONFIG=:4096:8``
+    (needed by deterministic cuBLAS; set before CUDA initialises, kept if already set) and
+    ``"warn"`` instead of ``True`` for Lightning (torch's ``warn_only``), logging in one line
+    what stays non-deterministic (:data:`CUDA_NONDETERMINISTIC`). Other values pass through."""
+    if deterministic is not True or _training_accelerator(accelerator) != "cuda":
+        return deterministic
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    log.warning("trainer.deterministic=true on CUDA: %s", CUDA_NONDETERMINISTIC)
+    return "warn"

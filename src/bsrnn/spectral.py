@@ -5,6 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: Floating dtypes the spectral/complex ops accept as they are.
+FULL_PRECISION = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def spectral_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged when fp32/fp64 (real or complex), else cast to fp32 (complex32 ->
+    complex64): the input of an STFT, iSTFT or complex conversion."""
+    if x.dtype in FULL_PRECISION:
+        return x
+    return x.to(torch.complex64) if x.is_complex() else x.float()
+
 
 class STFT(nn.Module):
     """Complex one-sided STFT. ``[batch, samples] -> [batch, n_fft // 2 + 1, frames]``
@@ -26,7 +37,7 @@ class STFT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stft(
-            x,
+            spectral_input(x),  # fp32 whatever autocast made of x: CUDA has no bf16 STFT
             n_fft=self.n_fft,
             hop_length=self.n_hop,
             win_length=self.win_length,
@@ -50,7 +61,7 @@ class ISTFT(nn.Module):
 
     def forward(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         return torch.istft(
-            spec,
+            spectral_input(spec),
             n_fft=self.n_fft,
             hop_length=self.n_hop,
             window=self.window,

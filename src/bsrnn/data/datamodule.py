@@ -11,7 +11,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, Subset
 
 from bsrnn.data.activity import Segment, load_activity_index
-from bsrnn.data.datasets import EpochSampler, TrackDataset, TrainingExamples, check_targets
+from bsrnn.data.datasets import (
+    EpochSampler,
+    ShardSampler,
+    TrackDataset,
+    TrainingExamples,
+    check_targets,
+)
 from bsrnn.data.prepare import prepare_dataset
 from bsrnn.data.settings import DataSettings
 from bsrnn.data.tracks import Track
@@ -172,12 +178,16 @@ class MusdbDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if self._valid is None:
             self.setup("validate")
-        return self._loader(self._valid, 1, SequentialSampler(self._valid))
+        rank, world = self._rank()  # each track on one rank only, none repeated
+        return self._loader(
+            self._valid, 1, ShardSampler(self._valid, num_replicas=world, rank=rank)
+        )
 
     def test_dataloader(self) -> DataLoader:
         if self._test is None:
             self.setup("test")
-        return self._loader(self._test, 1, SequentialSampler(self._test))
+        rank, world = self._rank()
+        return self._loader(self._test, 1, ShardSampler(self._test, num_replicas=world, rank=rank))
 
     # ------------------------------------------------------------------ prep_dataset.py
     def prepare_dataset(self, progress: bool = True) -> dict[str, Path]:

@@ -227,3 +227,29 @@ class EpochSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         epoch = int(self.epoch)
         return iter([(epoch, i) for i in range(self.rank, self.total_size, self.num_replicas)])
+
+
+class ShardSampler(DistributedSampler):
+    """Rank ``r`` of ``W`` takes items ``r, r + W, r + 2W, ...``: every item exactly once over
+    the ranks, without the padding (repeated items) of ``DistributedSampler``; ranks may get
+    different counts. A ``DistributedSampler`` subclass so that Lightning keeps it under DDP
+    (validation and test: each track counted once whatever the number of devices).
+
+    A rank left without an item (fewer items than ranks) gets one repeated item so that it
+    still runs the loop and its epoch-end hooks (which take part in collectives); ``counted``
+    is the number of its leading items to count (0 there)."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        n = len(dataset)  # type: ignore[arg-type]
+        self.indices = list(range(rank, n, num_replicas))
+        self.counted = len(self.indices)
+        if not self.indices and n > 0:
+            self.indices = [rank % n]  # run, but do not count
+        self.num_samples = len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

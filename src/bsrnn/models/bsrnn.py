@@ -38,6 +38,7 @@ from torch import nn
 from bsrnn.bands import JOINT_LAYOUT, TARGETS, band_widths, group_equal_widths
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import ModelConfig, ModelOutput, SeparationModel, StftSpec
+from bsrnn.models.mixed_precision import run_rnn, spectral_input
 from bsrnn.spectral import ISTFT, STFT
 
 LAYER_TYPES = ("lstm", "gru", "conv")
@@ -324,8 +325,10 @@ class ResidualSequenceLayer(nn.Module):
             # oneDNN's CPU RNN runs much faster on a few hundred sequences at a time than on
             # thousands (cache locality); results are identical. Projecting each part before
             # joining them moves a quarter of the data (n features instead of 2 * fac_sep * n)
-            return torch.cat([self.proj(self.rnn(part)[0]) for part in y.split(CPU_RNN_CHUNK)])
-        return self.proj(self.rnn(y)[0])
+            return torch.cat(
+                [self.proj(run_rnn(self.rnn, part)) for part in y.split(CPU_RNN_CHUNK)]
+            )
+        return self.proj(run_rnn(self.rnn, y))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b, k, n_all = x.shape
@@ -503,7 +506,9 @@ class MaskDecoder(nn.Module):
             m = F.glu(m, dim=-1).view(count, b, t, fused, 2, w)  # (channel, real/imag, bin)
             masks.append(m.permute(1, 3, 0, 5, 2, 4).reshape(b * fused, count * w, t, 2))
             k0 += count
-        return torch.view_as_complex(torch.cat(masks, 1))  # [B*fused, F, T]
+        # fp32 before the complex view: under CUDA autocast the masks are bf16/fp16 (baddbmm,
+        # glu), which view_as_complex rejects (bf16) or keeps in half precision (fp16)
+        return torch.view_as_complex(torch.cat(masks, 1).float())  # [B*fused, F, T]
 
 
 def band_context_sum(spec: torch.Tensor, widths: Sequence[int], context: int) -> torch.Tensor:
@@ -517,7 +522,7 @@ def band_context_sum(spec: torch.Tensor, widths: Sequence[int], context: int) ->
         total = sum(padded[:, :, i : i + width] for i in range(2 * context + 1))
         out.append(total.flatten(1, 2))
         f0 = f1
-    return torch.view_as_complex(torch.cat(out, 1).contiguous())
+    return torch.view_as_complex(spectral_input(torch.cat(out, 1)).contiguous())
 
 
 # --------------------------------------------------------------------------------------------

@@ -794,7 +794,7 @@ class Roformer(SeparationModel):
         batch, channels, n_samples = mixture.shape
         kwargs = self._stft_kwargs()
         spec = torch.stft(
-            mixture.reshape(batch * channels, n_samples), **kwargs, return_complex=True
+            mixture.reshape(batch * channels, n_samples).float(), **kwargs, return_complex=True
         )
         n_bins, frames = spec.shape[-2:]
         spec_ri = torch.view_as_real(spec).view(batch, channels, n_bins, frames, 2)
@@ -807,12 +807,15 @@ class Roformer(SeparationModel):
         masks = self._masks(x)  # [B, S, T, F*C*2] float32
 
         stems = masks.shape[1]
-        masks = torch.view_as_complex(masks.view(batch, stems, frames, n_bins, channels, 2))
-        mix = torch.view_as_complex(spec_x.view(batch, frames, n_bins, channels, 2))[:, None]
+        masks = masks.float().view(batch, stems, frames, n_bins, channels, 2)  # fp32: see below
+        masks = torch.view_as_complex(masks)  # (view_as_complex takes no bf16; CUDA autocast
+        mix = torch.view_as_complex(spec_x.float().view(batch, frames, n_bins, channels, 2))
+        mix = mix[:, None]  # leaves the masks' dtype as the layers made it)
         est = (mix * masks).permute(0, 1, 4, 3, 2)  # [B, S, C, F, T]
         if c.zero_dc:
             est = est.index_fill(3, torch.zeros(1, dtype=torch.long, device=est.device), 0)
         length = n_samples if (not self.mel or c.match_input_audio_length) else None
+        est = est.to(torch.complex64) if est.dtype == torch.complex32 else est
         wave = torch.istft(est.reshape(-1, n_bins, frames), **kwargs, length=length)
         return ModelOutput(waveforms=wave.view(batch, stems, channels, -1), stfts=est)
 

@@ -48,6 +48,7 @@ from bsrnn.models.base import (
     SeparationModel,
     StftSpec,
 )
+from bsrnn.models.mixed_precision import run_rnn
 
 log = logging.getLogger(__name__)
 
@@ -398,10 +399,10 @@ class DualPathRNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, f, t = x.shape
         y = self.norm_layers[0](x).permute(0, 3, 2, 1).reshape(b * t, f, c)  # over F
-        y = self.linear_layers[0](self.lstm_layers[0](y)[0])
+        y = self.linear_layers[0](run_rnn(self.lstm_layers[0], y))
         x = x + y.view(b, t, f, c).permute(0, 3, 2, 1)
         y = self.norm_layers[1](x).permute(0, 2, 3, 1).reshape(b * f, t, c)  # over T
-        y = self.linear_layers[1](self.lstm_layers[1](y)[0])
+        y = self.linear_layers[1](run_rnn(self.lstm_layers[1], y))
         return x + y.view(b, f, t, c).permute(0, 3, 1, 2)
 
 
