@@ -2,9 +2,9 @@
 
 - ``t``: ``loss(est_waveform, ref_waveform)`` over all samples.
 - ``tf``: ``loss(Re Est, Re Ref) + loss(Im Est, Im Ref)`` where ``Ref`` is the STFT of the
-  reference waveform with the model's STFT (:class:`bsrnn.spectral.STFT`: periodic Hann, centred,
-  reflect padding, one-sided, not normalised) and ``Est`` the network's complex STFT output
-  (or the STFT of the estimated waveform when no STFT is given, e.g. for whole-track validation).
+  reference waveform with the model's STFT (:meth:`bsrnn.models.base.StftSpec.stft`) and
+  ``Est`` the network's complex STFT output (or the STFT of the estimated waveform when no
+  STFT is given, e.g. for whole-track validation).
 - ``t+tf``: the sum of both terms.
 - ``t+mrstft`` (L1 only): the ``t`` term plus MSST's multi-resolution STFT term
   (:class:`MultiResolutionSTFTLoss`), the loss BS-/Mel-RoFormer are trained with.
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bsrnn.errors import ConfigError
+from bsrnn.models.base import StftSpec
 from bsrnn.models.roformer import RoformerConfig
-from bsrnn.spectral import STFT
 
 LOSS_TYPES = ("L1", "MSE")
 #: Domains for every loss type.
@@ -87,8 +87,11 @@ class MultiResolutionSTFTLoss(nn.Module):
         super().__init__()
         self.spec = MultiResolutionSpec(weight, tuple(window_sizes), hop_size, normalized)
         self.min_n_fft = min_n_fft
-        for w in self.spec.window_sizes:
-            self.register_buffer(f"window_{w}", torch.hann_window(w), persistent=False)
+        #: one StftSpec per window size (Hann of ``w`` inside ``max(w, min_n_fft)``)
+        self.stft_specs = tuple(
+            StftSpec(max(w, min_n_fft), self.spec.hop_size, w, self.spec.normalized)
+            for w in self.spec.window_sizes
+        )
 
     @classmethod
     def from_spec(cls, spec: MultiResolutionSpec, min_n_fft: int) -> MultiResolutionSTFTLoss:
@@ -107,16 +110,8 @@ class MultiResolutionSTFTLoss(nn.Module):
         # to MSST's stft(est) - stft(ref) up to float rounding)
         diff = (est.float() - ref.float()).reshape(-1, est.shape[-1])
         total = diff.new_zeros(())
-        for w in self.spec.window_sizes:
-            kwargs = {
-                "n_fft": max(w, self.min_n_fft),
-                "hop_length": self.spec.hop_size,
-                "win_length": w,
-                "window": getattr(self, f"window_{w}"),
-                "normalized": self.spec.normalized,
-                "return_complex": True,
-            }
-            total = total + torch.stft(diff, **kwargs).abs().mean()
+        for stft_spec in self.stft_specs:
+            total = total + stft_spec.stft(diff).abs().mean()
         return total
 
     def forward(self, est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -140,6 +135,7 @@ class SeparationLoss(nn.Module):
         n_hop: int = 512,
         *,
         multi_resolution: MultiResolutionSpec | None = None,
+        stft_spec: StftSpec | None = None,
     ) -> None:
         super().__init__()
         if loss_type not in LOSS_TYPES:
@@ -160,7 +156,9 @@ class SeparationLoss(nn.Module):
         self.loss_type = loss_type
         self.domain = domain
         self.terms = tuple(domain.split("+"))
-        self.stft = STFT(n_fft=n_fft, n_hop=n_hop)
+        #: the STFT of the ``tf`` term (the model's: ``stft_spec``, else Hann n_fft/n_hop)
+        self.stft_spec = stft_spec if stft_spec is not None else StftSpec(n_fft, n_hop)
+        n_fft = self.stft_spec.n_fft
         self.mrstft = (
             MultiResolutionSTFTLoss.from_spec(multi_resolution or MultiResolutionSpec(), n_fft)
             if "mrstft" in self.terms
@@ -172,9 +170,7 @@ class SeparationLoss(nn.Module):
 
     def spectrogram(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Complex STFT of ``[..., T]`` waveforms -> ``[..., F, frames]``."""
-        lead = waveforms.shape[:-1]
-        spec = self.stft(waveforms.reshape(-1, waveforms.shape[-1]).float())
-        return spec.reshape(*lead, *spec.shape[-2:])
+        return self.stft_spec.stft(waveforms)
 
     def components(
         self,
@@ -233,5 +229,6 @@ def build_loss(loss_type: str, domain: str, model) -> SeparationLoss:
         domain=domain,
         n_fft=spec.n_fft,
         n_hop=spec.hop_length,
+        stft_spec=spec,
         multi_resolution=multi_resolution_spec(model.config),
     )

@@ -1,51 +1,15 @@
-"""STFT / iSTFT front end (torch.stft / torch.istft, periodic Hann window, centred, reflect)."""
+"""Spectrogram arithmetic on real tensors with a trailing (real, imag) axis of 2: what the
+networks' cores compute with (ONNX has no complex type). The STFT itself is
+:meth:`bsrnn.models.base.StftSpec.stft` / :meth:`~bsrnn.models.base.StftSpec.istft`."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
-class STFT(nn.Module):
-    """Complex one-sided STFT. ``[batch, samples] -> [batch, n_fft // 2 + 1, frames]``."""
-
-    def __init__(self, n_fft: int = 2048, n_hop: int = 512) -> None:
-        super().__init__()
-        self.n_fft = n_fft
-        self.n_hop = n_hop
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stft(
-            x,
-            n_fft=self.n_fft,
-            hop_length=self.n_hop,
-            window=self.window,
-            center=True,
-            pad_mode="reflect",
-            normalized=False,
-            onesided=True,
-            return_complex=True,
-        )
-
-
-class ISTFT(nn.Module):
-    """Inverse of :class:`STFT`. ``[batch, bins, frames] (complex) -> [batch, length]``."""
-
-    def __init__(self, n_fft: int = 2048, n_hop: int = 512) -> None:
-        super().__init__()
-        self.n_fft = n_fft
-        self.n_hop = n_hop
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-
-    def forward(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        return torch.istft(
-            spec,
-            n_fft=self.n_fft,
-            hop_length=self.n_hop,
-            window=self.window,
-            center=True,
-            normalized=False,
-            onesided=True,
-            length=length,
-        )
+def complex_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Complex product of ``[..., 2]`` (real, imag) tensors (broadcasting), in float32 ->
+    ``[..., 2]``."""
+    ar, ai = a.float().unbind(-1)
+    br, bi = b.float().unbind(-1)
+    return torch.stack([ar * br - ai * bi, ar * bi + ai * br], -1)
