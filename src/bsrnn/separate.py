@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
     p.add_argument(
+        "--backend",
+        default="pytorch",
+        choices=("pytorch", "onnxruntime"),
+        help="pytorch (a model folder, default) or onnxruntime (a folder written by "
+        "bsrnn-export; CPU, fp32, no --tta/--wiener)",
+    )
+    p.add_argument(
         "--precision",
         default="auto",
         choices=("auto", "fp32", "bf16"),
@@ -317,6 +324,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--wiener takes a number of iterations >= 0, got {args.wiener}")
     model_dir = resolve_model(args.model, args.out_dir)
     stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems else None
+    if args.backend == "onnxruntime":
+        return run_onnxruntime(args, model_dir, stems, subtype, bits)
     chunk_args = {}
     if args.segment is not None:
         chunk_args["segment_len"] = args.segment
@@ -375,6 +384,48 @@ def run(args: argparse.Namespace) -> int:
         f"{done} file(s) separated, {skipped} skipped, {failed} failed in "
         f"{time.perf_counter() - t0:.1f} s"
     )
+    return 1 if failed else 0
+
+
+def run_onnxruntime(
+    args: argparse.Namespace, model_dir: Path, stems: list[str] | None, subtype: str, bits: int
+) -> int:
+    """``--backend onnxruntime``: the files separated by :mod:`bsrnn.onnx_runtime`."""
+    from bsrnn.onnx_runtime import OnnxSeparator, separate_file
+
+    unsupported = [
+        name
+        for name, on in (
+            ("--tta", args.tta),
+            ("--wiener", args.wiener or args.wiener_softmask or args.wiener_residual),
+            ("--precision bf16", args.precision == "bf16"),
+            (f"--device {args.device}", args.device not in ("auto", "cpu")),
+        )
+        if on
+    ]
+    if unsupported:
+        raise ConfigError(
+            f"--backend onnxruntime runs the exported networks alone (CPU, fp32): drop "
+            f"{', '.join(unsupported)}"
+        )
+    separator = OnnxSeparator(model_dir, stems, args.segment, args.overlap, args.threads)
+    out = args.out if args.out is not None else Path("separated") / model_dir.resolve().name
+    _say(
+        f"model {model_dir} ({', '.join(separator.targets)}), ONNX Runtime; stems -> "
+        f"{out}/<track>/<stem>.{args.fmt} ({bits}-bit)"
+    )
+    files = collect_inputs(args.inputs)
+    names = track_names(files)
+    failed = 0
+    for path in files:
+        start = time.perf_counter()
+        try:
+            separate_file(separator, path, out / names[path], ext=args.fmt, subtype=subtype)
+        except BsrnnError as err:
+            failed += 1
+            _say(f"{PROG}: failed: {_one_line(err)}", err=True)
+            continue
+        _say(f"separated {path} -> {out / names[path]}/ ({time.perf_counter() - start:.1f} s)")
     return 1 if failed else 0
 
 

@@ -214,6 +214,17 @@ def _prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, x, slope * x)
 
 
+def _layer_norm(x: torch.Tensor, dims: int, eps: float) -> torch.Tensor:
+    """Layer norm (no affine) over the last ``dims`` axes. Exported graphs get the same
+    statistics from ``var_mean`` (the exporter needs the normalised shape as constants, and
+    here it holds the frame count)."""
+    if is_exporting():
+        axes = tuple(range(-dims, 0))
+        var, mean = torch.var_mean(x, dim=axes, correction=0, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + eps)
+    return F.layer_norm(x, x.shape[-dims:], eps=eps)
+
+
 # --------------------------------------------------------------------------------------------
 # Band split
 # --------------------------------------------------------------------------------------------
@@ -312,7 +323,7 @@ class ResidualSequenceLayer(nn.Module):
         t, b, k, _ = x.shape
         h, g = self.heads, self.groups
         if h == 1 and g == 1 and self.axis == "band":  # per (frame, item) over (bands, features)
-            y = F.layer_norm(x, x.shape[2:], eps=self.eps).unsqueeze(3)
+            y = _layer_norm(x, 2, self.eps).unsqueeze(3)
         else:
             y = x.view(t, b, k, h, g, -1)
             dims = (0, 5) if self.axis == "time" else (2, 5)
@@ -403,7 +414,7 @@ class _HeadProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b, k, _ = x.shape
         y = self.linear(x).view(t, b, k, self.heads, self.dim).transpose(2, 3)
-        y = F.layer_norm(_prelu(y, self.prelu), (k, self.dim), eps=self.eps)
+        y = _layer_norm(_prelu(y, self.prelu), 2, self.eps)
         return _affine(y, self.norm_weight, self.norm_bias)
 
 
@@ -500,7 +511,7 @@ class MaskDecoder(nn.Module):
         t, b, k, n = x.shape
         fused = self.fused
         y = x.permute(2, 1, 0, 3)  # [K, B, T, N]
-        y = F.layer_norm(y, (t, n), eps=self.eps)  # GroupNorm(1, N) over (features, frames)
+        y = _layer_norm(y, 2, self.eps)  # GroupNorm(1, N) over (features, frames)
         y = _affine(y, self.norm_weight, self.norm_bias).reshape(k, b * t, n)
         y = torch.baddbmm(self.fc1_bias, y, self.fc1_weight).tanh_()
         y = torch.baddbmm(self.fc2_bias, y, self.fc2_weight).tanh_()

@@ -762,6 +762,16 @@ class Roformer(SeparationModel):
                 store.append(x)
         return x
 
+    def _overlap_add_bands(self, mask: torch.Tensor) -> torch.Tensor:
+        """Band masks ``[N, sizes]`` (group order) summed into the spectrogram's columns ->
+        ``[N, F*C*2]``. Exported graphs use ``scatter_add`` (ONNX ScatterElements with
+        reduction add; the exporter's ``index_add`` overwrites repeated columns)."""
+        cols = self.band_groups.all_cols
+        out = mask.new_zeros(mask.shape[0], self.n_cols)
+        if is_exporting():
+            return out.scatter_add(1, cols.expand(mask.shape[0], -1), mask)
+        return out.index_add_(1, cols, mask)
+
     def _masks(self, x: torch.Tensor) -> torch.Tensor:
         """Real/imag masks in the spectrogram's layout. ``[B, T, K, D] -> [B, S, T, F*C*2]``."""
         b, t, k, d = x.shape
@@ -771,7 +781,7 @@ class Roformer(SeparationModel):
         for estimator in self.mask_estimators:
             mask = _maybe_checkpoint(ckpt, estimator, x).float()  # [B*T, sizes], group order
             if not (groups.in_order and groups.disjoint):  # Mel: sum overlapping bands' masks
-                mask = x.new_zeros(b * t, self.n_cols).index_add_(1, groups.all_cols, mask)
+                mask = self._overlap_add_bands(mask)
             if not groups.disjoint:  # ... and divide by the bands per bin
                 mask = mask / self.bands_per_col
             masks.append(mask.view(b, t, -1))
