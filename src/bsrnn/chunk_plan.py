@@ -168,16 +168,17 @@ def _reference_plan(n: int, sample_rate: int, segment_len: float, overlap: float
 
 
 def linspace(start: float, end: float, steps: int) -> np.ndarray:
-    """``torch.linspace(start, end, steps)`` in float32, value for value (torch's CPU kernel:
-    the first half counts up from ``start``, the second down from ``end``)."""
+    """``torch.linspace(start, end, steps)`` in float32, value for value: torch's CPU kernel
+    counts the first half up from ``start`` and the second down from ``end`` with a float32
+    step, each value one fused multiply-add (emulated exactly in float64: the product of two
+    float32 values is exact there)."""
     if steps == 1:
         return np.full(1, start, dtype=np.float32)
-    start32, end32 = np.float32(start), np.float32(end)
-    step = (end32 - start32) / np.float32(steps - 1)
-    idx = np.arange(steps)
-    up = start32 + step * idx[: steps // 2].astype(np.float32)
-    down = end32 - step * (steps - 1 - idx[steps // 2 :]).astype(np.float32)
-    return np.concatenate([up, down]).astype(np.float32)
+    step = np.float64((np.float32(end) - np.float32(start)) / np.float32(steps - 1))
+    idx = np.arange(steps, dtype=np.float64)
+    up = np.float64(np.float32(start)) + step * idx
+    down = np.float64(np.float32(end)) - step * (steps - 1 - idx)
+    return np.where(idx < steps // 2, up, down).astype(np.float32)
 
 
 def _reference_weight(chunk: _Chunk) -> np.ndarray:

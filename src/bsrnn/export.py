@@ -25,6 +25,8 @@ that cannot be exported is refused in one line naming the operator.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import re
@@ -61,8 +63,12 @@ class ExportError(BsrnnError):
 def _operator(err: BaseException) -> str:
     """The operator an exporter error names (e.g. ``aten::view_as_complex``), or its text."""
     text = " ".join(str(err).split())
-    found = re.search(r"(aten|prim|onnx)::[A-Za-z0-9_.]+", text)
-    return found.group(0) if found else text[:200]
+    found = re.search(r"operator '([^']+)'", text) or re.search(
+        r"(aten|prim)::[A-Za-z0-9_.]+", text
+    )
+    if found:
+        return found.group(found.lastindex or 0) if "operator '" in found.group(0) else found[0]
+    return text[:200]
 
 
 def _core_inputs(model: SeparationModel, frames: int, batch: int = 1) -> torch.Tensor:
@@ -97,7 +103,8 @@ def export_core(model: SeparationModel, path: str | Path) -> Path:
     out_axes = {0: "batch", 4: "frames"}
     if model.audio_channels is None:
         axes[1] = out_axes[2] = "channels"
-    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+    quiet = contextlib.redirect_stdout(io.StringIO())  # the exporter prints its graph on errors
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings(), quiet:
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
         try:
             torch.onnx.export(
