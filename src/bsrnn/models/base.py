@@ -7,13 +7,17 @@ A network ``model`` is an ``nn.Module`` with
   defaults and validation (``type(config).from_mapping(preset)`` builds it from a ``src_mod``
   preset; ``config.to_dict()`` is what checkpoints store);
 * ``model.targets``: the stems it produces, in output order; ``model.sample_rate``;
+* ``model.core(spec [B, C, F, frames, 2]) -> [B, S, C, F, frames, 2]``: the network between
+  the STFT and the iSTFT (real and imaginary parts on the last axis; real tensors only, what
+  ``bsrnn.export`` writes to ONNX), ``S = len(targets)``;
 * ``model(mixture [B, C, samples])`` -> :class:`ModelOutput` with ``waveforms``
-  ``[B, S, C, samples]`` and, optionally, complex ``stfts`` ``[B, S, C, F, frames]``,
-  ``S = len(targets)`` (a loss that needs the STFT of an estimate computes it when a model
-  gives none);
+  ``[B, S, C, samples]`` and complex ``stfts`` ``[B, S, C, F, frames]``: the base class's
+  forward, pad -> ``stft_spec.stft`` -> ``core`` -> ``stft_spec.istft`` -> crop, one
+  definition for training, separation and the export;
 * what separation and training need to know, declared by each architecture (no defaults are
-  guessed elsewhere): ``model.stft_spec`` (:class:`StftSpec`: the STFT a tf-domain loss and the
-  figures use), ``model.audio_channels`` (1 or 2, or None: any count, channels handled as
+  guessed elsewhere): ``model.stft_spec`` (:class:`StftSpec`: the STFT of the forward, which
+  a tf-domain loss and the figures use too), ``model.framing`` (:class:`Framing`: padding and
+  output-length quirks), ``model.audio_channels`` (1 or 2, or None: any count, channels handled as
   independent items), ``model.min_samples`` (the shortest input it takes; shorter ones are
   zero-padded) and ``model.segment_samples`` (its preferred chunk length for whole-track
   separation, or None: the ``eval.segment_len`` setting decides).
