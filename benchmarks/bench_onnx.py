@@ -5,9 +5,9 @@ For each preset (composed from ``conf/src_mod``; random weights), the network is
 model folder, exported with ``bsrnn-export``, and both paths separate the same ``--seconds`` of
 stereo noise-and-tones at the model's rate (no resampling), in the model's chunks; each is
 timed ``--repeats`` times, alternating, and the best time is kept (process CPU time: with
-one thread, what the work costs, robust to other processes sharing the machine). Prints the machine, the
-times and PyTorch / ONNX Runtime (> 1: ONNX Runtime is faster), and the largest difference of
-the stems relative to their peak.
+one thread, what the work costs, robust to other processes sharing the machine). Prints the
+machine, the times and PyTorch / ONNX Runtime (> 1: ONNX Runtime is faster), and the largest
+difference of the stems relative to their peak.
 
     python benchmarks/bench_onnx.py [--seconds 30] [--repeats 2] [--threads 1]
         [--presets simo-bsrnn bs-roformer scnet]
