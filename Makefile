@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt requirements-augment.txt pyproject.toml
+$(STAMP): requirements.txt requirements-test.txt requirements-augment.txt requirements-onnx.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
@@ -17,6 +17,8 @@ $(STAMP): requirements.txt requirements-test.txt requirements-augment.txt pyproj
 	$(PY) -m pip install --quiet --no-deps -r requirements-augment.txt
 	# test-only: museval's metrics module, loaded from its file (its package import needs ffmpeg)
 	$(PY) -m pip install --quiet --no-deps -r requirements-test.txt
+	# the optional ONNX extra (export and separation without PyTorch), so its tests run
+	$(PY) -m pip install --quiet -r requirements-onnx.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

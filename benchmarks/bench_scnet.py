@@ -103,8 +103,8 @@ def child_separate(cfg: dict[str, Any]) -> dict[str, Any]:
     else:
         model = preset_model("scnet").eval()
         sep = Separator([model], precision=cfg["precision"])
-        precision = sep.precision
-        run = sep.separate_stacked
+        precision = sep.resolve_precision()
+        run = sep
     params = sum(p.numel() for p in model.parameters())
     mix = bs.mixture(cfg["seconds"], seed)[None]
     run(bs.mixture(cfg["warmup_seconds"], seed + 1)[None])

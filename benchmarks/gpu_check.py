@@ -324,8 +324,8 @@ def gpu_vs_cpu(device: torch.device, quick: bool) -> dict[str, Any]:
     mixture = torch.randn(1, 2, int(seconds * net.sample_rate), generator=g) * 0.1
     runtime.apply_matmul_precision("highest")
     with torch.no_grad():
-        cpu = Separator([net], device="cpu", precision="fp32").separate_stacked(mixture)
-        other = Separator([net.to(device)], device=device, precision="fp32").separate_stacked(
+        cpu = Separator([net], device="cpu", precision="fp32")(mixture)
+        other = Separator([net.to(device)], device=device, precision="fp32")(
             mixture.to(device)
         )
     diff = (other.cpu() - cpu).abs()

@@ -33,7 +33,6 @@ from bsrnn.models.scnet import (  # noqa: E402
     SCNetConfig,
     SCNetMasked,
     SCNetMaskedConfig,
-    even_frames_padding,
 )
 from bsrnn.models.scnet_msst import load_msst_model  # noqa: E402
 
@@ -88,7 +87,7 @@ def test_forward_is_pad_stft_core_istft_crop(msst_dir):
     model = load_msst_model(msst_dir / f"{case}.yaml", msst_dir / f"{case}.ckpt")
     mixture = _io(msst_dir, case)["mixture"][:1, :, :30000]
     assert model.framing.pad_to_even_frames and model.framing.output_length == "input"
-    pad = even_frames_padding(30000, 1024)
+    pad = model.framing.padding(30000, 1024)
     assert (30000 + pad) % 1024 == 0 and ((30000 + pad) // 1024 + 1) % 2 == 0 and pad >= 1
     c = model.config
     window = torch.ones(c.win_size)

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 from bsrnn.models.base import StftSpec
-from bsrnn.spectral import STFT
 
 
 def spectrogram_image(
@@ -19,15 +18,14 @@ def spectrogram_image(
     """Log-magnitude spectrograms of ``reference`` and ``estimate`` (mono ``[samples]``) as one
     grey image ``[H, W]`` in [0, 1]: reference on top, estimate below, a white line between,
     low frequencies at the bottom of each, both on the reference's dB scale (``top_db`` range).
-    The STFT is the network's (:class:`~bsrnn.spectral.STFT` with ``stft_spec``'s n_fft and hop).
+    The STFT is the network's (``stft_spec.stft``).
     """
-    stft = STFT(n_fft=stft_spec.n_fft, n_hop=stft_spec.hop_length)
 
     def log_mag(x: torch.Tensor) -> np.ndarray:  # [samples] -> dB [F // freq_pool, frames]
         x = torch.as_tensor(x, dtype=torch.float32).reshape(1, -1)
-        if x.shape[-1] <= stft.n_fft // 2:  # reflect padding needs more than n_fft / 2
-            x = torch.nn.functional.pad(x, (0, stft.n_fft - x.shape[-1]))
-        mag = stft(x.float())[0].abs().double().numpy()  # [F, frames]
+        if x.shape[-1] <= stft_spec.n_fft // 2:  # reflect padding needs more than n_fft / 2
+            x = torch.nn.functional.pad(x, (0, stft_spec.n_fft - x.shape[-1]))
+        mag = stft_spec.stft(x)[0].abs().double().numpy()  # [F, frames]
         bins = (mag.shape[0] // freq_pool) * freq_pool
         mag = mag[:bins].reshape(bins // freq_pool, freq_pool, -1).mean(axis=1)
         return 20.0 * np.log10(mag + 1e-8)

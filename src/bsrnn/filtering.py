@@ -30,6 +30,7 @@ import math
 import torch
 
 from bsrnn.errors import ConfigError
+from bsrnn.models.base import StftSpec
 
 #: open-unmix's defaults.
 EPS = 1e-10
@@ -174,24 +175,11 @@ def wiener_waveforms(
         )
     batch, sources, channels, n = estimates.shape
     win = win_length or n_fft
-    window = torch.hann_window(win, device=mixture.device)
     real = torch.float64 if dtype == torch.complex128 else torch.float32
+    spec_def = StftSpec(n_fft, hop_length, win, normalized)
 
     def stft(w: torch.Tensor) -> torch.Tensor:  # [..., n] -> [..., F, T]
-        shape = w.shape[:-1]
-        spec = torch.stft(
-            w.reshape(-1, n).to(real),
-            n_fft=n_fft,
-            hop_length=hop_length,
-            win_length=win,
-            window=window.to(real),
-            center=True,
-            pad_mode="reflect",
-            normalized=normalized,
-            onesided=True,
-            return_complex=True,
-        )
-        return spec.reshape(*shape, *spec.shape[-2:]).to(dtype)
+        return spec_def.stft(w.to(real)).to(dtype)
 
     out = torch.empty_like(estimates, dtype=torch.float32)
     for b in range(batch):
@@ -205,16 +193,6 @@ def wiener_waveforms(
             t = slice(pos, min(frames, pos + step))
             y[t] = wiener(v[t], x[t], iterations, softmask, residual, eps=eps)[..., :sources]
         spec = y.permute(3, 2, 1, 0).reshape(sources * channels, *y.shape[1:2], frames)
-        wav = torch.istft(
-            spec,
-            n_fft=n_fft,
-            hop_length=hop_length,
-            win_length=win,
-            window=window.to(real),
-            center=True,
-            normalized=normalized,
-            onesided=True,
-            length=n,
-        )
+        wav = spec_def.istft(spec, length=n)
         out[b] = wav.reshape(sources, channels, n).float()
     return out

@@ -2,10 +2,9 @@
 
 - ``t``: ``loss(est_waveform, ref_waveform)`` over all samples.
 - ``tf``: ``loss(Re Est, Re Ref) + loss(Im Est, Im Ref)`` where ``Ref`` is the STFT of the
-  reference waveform with the model's STFT (:class:`bsrnn.spectral.STFT`: its n_fft, hop,
-  periodic Hann window of its win_length, centred, reflect padding, one-sided, its
-  ``normalized``) and ``Est`` the network's complex STFT output
-  (or the STFT of the estimated waveform when no STFT is given, e.g. for whole-track validation).
+  reference waveform with the model's STFT (:meth:`bsrnn.models.base.StftSpec.stft`) and
+  ``Est`` the network's complex STFT output (or the STFT of the estimated waveform when no
+  STFT is given, e.g. for whole-track validation).
 - ``t+tf``: the sum of both terms.
 - ``t+mrstft`` (L1 only): the ``t`` term plus MSST's multi-resolution STFT term
   (:class:`MultiResolutionSTFTLoss`), the loss BS-/Mel-RoFormer are trained with.
@@ -31,7 +30,6 @@ from torch import nn
 
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import LossPreference, MultiResolutionSpec, StftSpec
-from bsrnn.spectral import STFT
 
 LOSS_TYPES = ("L1", "MSE")
 #: MSST's quantile-masked MSE on the waveform (:class:`MaskedMSELoss`).
@@ -64,8 +62,11 @@ class MultiResolutionSTFTLoss(nn.Module):
         super().__init__()
         self.spec = MultiResolutionSpec(weight, tuple(window_sizes), hop_size, normalized)
         self.min_n_fft = min_n_fft
-        for w in self.spec.window_sizes:
-            self.register_buffer(f"window_{w}", torch.hann_window(w), persistent=False)
+        #: one StftSpec per window size (Hann of ``w`` inside ``max(w, min_n_fft)``)
+        self.stft_specs = tuple(
+            StftSpec(max(w, min_n_fft), self.spec.hop_size, w, self.spec.normalized)
+            for w in self.spec.window_sizes
+        )
 
     @classmethod
     def from_spec(cls, spec: MultiResolutionSpec, min_n_fft: int) -> MultiResolutionSTFTLoss:
@@ -84,16 +85,8 @@ class MultiResolutionSTFTLoss(nn.Module):
         # to MSST's stft(est) - stft(ref) up to float rounding)
         diff = (est.float() - ref.float()).reshape(-1, est.shape[-1])
         total = diff.new_zeros(())
-        for w in self.spec.window_sizes:
-            kwargs = {
-                "n_fft": max(w, self.min_n_fft),
-                "hop_length": self.spec.hop_size,
-                "win_length": w,
-                "window": getattr(self, f"window_{w}"),
-                "normalized": self.spec.normalized,
-                "return_complex": True,
-            }
-            total = total + torch.stft(diff, **kwargs).abs().mean()
+        for stft_spec in self.stft_specs:
+            total = total + stft_spec.stft(diff).abs().mean()
         return total
 
     def forward(self, est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -120,6 +113,7 @@ class SeparationLoss(nn.Module):
         win_length: int | None = None,
         normalized: bool = False,
         multi_resolution: MultiResolutionSpec | None = None,
+        stft_spec: StftSpec | None = None,
     ) -> None:
         super().__init__()
         if loss_type not in LOSS_TYPES:
@@ -140,7 +134,13 @@ class SeparationLoss(nn.Module):
         self.loss_type = loss_type
         self.domain = domain
         self.terms = tuple(domain.split("+"))
-        self.stft = STFT(n_fft=n_fft, n_hop=n_hop, win_length=win_length, normalized=normalized)
+        #: the STFT of the ``tf`` term (the model's: ``stft_spec``, else Hann n_fft/n_hop)
+        self.stft_spec = (
+            stft_spec
+            if stft_spec is not None
+            else StftSpec(n_fft, n_hop, win_length=win_length, normalized=normalized)
+        )
+        n_fft = self.stft_spec.n_fft
         self.mrstft = (
             MultiResolutionSTFTLoss.from_spec(multi_resolution or MultiResolutionSpec(), n_fft)
             if "mrstft" in self.terms
@@ -152,9 +152,7 @@ class SeparationLoss(nn.Module):
 
     def spectrogram(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Complex STFT of ``[..., T]`` waveforms -> ``[..., F, frames]``."""
-        lead = waveforms.shape[:-1]
-        spec = self.stft(waveforms.reshape(-1, waveforms.shape[-1]).float())
-        return spec.reshape(*lead, *spec.shape[-2:])
+        return self.stft_spec.stft(waveforms)
 
     def components(
         self,
@@ -269,8 +267,7 @@ def _separation_loss(
         domain=domain,
         n_fft=stft_spec.n_fft,
         n_hop=stft_spec.hop_length,
-        win_length=stft_spec.win_length,
-        normalized=stft_spec.normalized,
+        stft_spec=stft_spec,
         multi_resolution=preference.multi_resolution,
     )
 

@@ -22,8 +22,9 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import soundfile as sf
 from tqdm import tqdm
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="16, 24 (integer PCM) or 32 (float, WAV only); default: 32 for WAV, 24 for FLAC",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
+    p.add_argument(
+        "--backend",
+        default="pytorch",
+        choices=("pytorch", "onnxruntime"),
+        help="pytorch (a model folder, default) or onnxruntime (a folder written by "
+        "bsrnn-export; CPU, fp32, no --tta/--wiener)",
+    )
     p.add_argument(
         "--precision",
         default="auto",
@@ -303,11 +311,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bsrnn.chunking import ChunkSettings
-    from bsrnn.evaluation import EvalSettings
-    from bsrnn.model_folder import load_separator
-    from bsrnn.runtime import set_num_threads
-    from bsrnn.stems import output_subtype, separate_file
+    from bsrnn.stems import output_subtype
 
     if args.list_models:
         list_models(args.out_dir)
@@ -316,6 +320,58 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no input: give audio files or folders (or --list-models)")
     bits = args.bits if args.bits is not None else (32 if args.fmt == "wav" else 24)
     subtype = output_subtype(args.fmt, bits)
+    model_dir = resolve_model(args.model, args.out_dir)
+    stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems else None
+    out = args.out if args.out is not None else Path("separated") / model_dir.resolve().name
+    if args.backend == "onnxruntime":
+        targets, separate_one, what = _onnxruntime_backend(args, model_dir, stems, subtype)
+    else:
+        targets, separate_one, what = _pytorch_backend(args, model_dir, stems, subtype)
+    _say(
+        f"model {model_dir} ({', '.join(targets)}), {what}; "
+        f"stems -> {out}/<track>/<stem>.{args.fmt} ({bits}-bit{' float' if bits == 32 else ''})"
+    )
+    files = collect_inputs(args.inputs)
+    names = track_names(files)
+    done = skipped = failed = 0
+    t0 = time.perf_counter()
+    for path in files:
+        track_dir = out / names[path]
+        dests = [track_dir / f"{t}.{args.fmt}" for t in targets]
+        if not args.force and all(d.is_file() for d in dests):
+            skipped += 1
+            _say(f"skipped {path}: its stems exist in {track_dir} (--force redoes them)")
+            continue
+        start = time.perf_counter()
+        try:
+            separate_one(path, track_dir)
+        except BsrnnError as err:  # unreadable audio, a stem folder that is a file...
+            failed += 1
+            _say(f"{PROG}: failed: {_one_line(err)}", err=True)
+            continue
+        done += 1
+        _say(f"separated {path} -> {track_dir}/ ({time.perf_counter() - start:.1f} s)")
+    _say(
+        f"{done} file(s) separated, {skipped} skipped, {failed} failed in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    return 1 if failed else 0
+
+
+#: ``(targets, separate_one(path, track_dir), description)`` of a backend.
+Backend = tuple[list[str], Callable[[Path, Path], Any], str]
+
+
+def _pytorch_backend(
+    args: argparse.Namespace, model_dir: Path, stems: list[str] | None, subtype: str
+) -> Backend:
+    """The Separator over a model folder (trained or imported)."""
+    from bsrnn.chunking import ChunkSettings
+    from bsrnn.evaluation import EvalSettings
+    from bsrnn.model_folder import load_separator
+    from bsrnn.runtime import set_num_threads
+    from bsrnn.stems import separate_file
+
     settings = EvalSettings(
         device=args.device,
         precision=args.precision,
@@ -330,50 +386,49 @@ def run(args: argparse.Namespace) -> int:
     if args.overlap is not None:
         chunk_args["overlap"] = args.overlap
     chunking = ChunkSettings(**chunk_args)  # segment null: the model's preferred one
-    model_dir = resolve_model(args.model, args.out_dir)
-    stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems else None
     threads = set_num_threads(args.threads)
     separator = load_separator(model_dir, stems, chunking=chunking, **settings.separator_options())
     separator.resolve_precision()
-    out = args.out if args.out is not None else Path("separated") / model_dir.resolve().name
     extras = [x for x, on in (("TTA", args.tta), (f"Wiener x{args.wiener}", args.wiener)) if on]
-    _say(
-        f"model {model_dir} ({', '.join(separator.targets)}), {separator.device}, "
-        f"{separator.precision}, {threads} thread(s){''.join(', ' + x for x in extras)}; "
-        f"stems -> {out}/<track>/<stem>.{args.fmt} ({bits}-bit{' float' if bits == 32 else ''})"
-    )
-    files = collect_inputs(args.inputs)
-    names = track_names(files)
-    done = skipped = failed = 0
-    t0 = time.perf_counter()
-    for path in files:
-        track_dir = out / names[path]
-        dests = [track_dir / f"{t}.{args.fmt}" for t in separator.targets]
-        if not args.force and all(d.is_file() for d in dests):
-            skipped += 1
-            _say(f"skipped {path}: its stems exist in {track_dir} (--force redoes them)")
-            continue
-        start = time.perf_counter()
-        try:
-            separate_file(
-                separator,
-                path,
-                track_dir,
-                progress=False if args.no_progress else path.name,
-                ext=args.fmt,
-                subtype=subtype,
-            )
-        except BsrnnError as err:  # unreadable audio, a stem folder that is a file...
-            failed += 1
-            _say(f"{PROG}: failed: {_one_line(err)}", err=True)
-            continue
-        done += 1
-        _say(f"separated {path} -> {track_dir}/ ({time.perf_counter() - start:.1f} s)")
-    _say(
-        f"{done} file(s) separated, {skipped} skipped, {failed} failed in "
-        f"{time.perf_counter() - t0:.1f} s"
-    )
-    return 1 if failed else 0
+
+    def separate_one(path: Path, track_dir: Path) -> Any:
+        progress = False if args.no_progress else path.name
+        return separate_file(
+            separator, path, track_dir, progress=progress, ext=args.fmt, subtype=subtype
+        )
+
+    what = f"{separator.device}, {separator.precision}, {threads} thread(s)"
+    return separator.targets, separate_one, what + "".join(", " + x for x in extras)
+
+
+def _onnxruntime_backend(
+    args: argparse.Namespace, model_dir: Path, stems: list[str] | None, subtype: str
+) -> Backend:
+    """``--backend onnxruntime``: a folder written by ``bsrnn-export``, separated by
+    :mod:`bsrnn.onnx_runtime` (CPU, fp32, the networks alone)."""
+    from bsrnn.onnx_runtime import OnnxSeparator, separate_file
+
+    unsupported = [
+        name
+        for name, on in (
+            ("--tta", args.tta),
+            ("--wiener", args.wiener or args.wiener_softmask or args.wiener_residual),
+            ("--precision bf16", args.precision == "bf16"),
+            (f"--device {args.device}", args.device not in ("auto", "cpu")),
+        )
+        if on
+    ]
+    if unsupported:
+        raise ConfigError(
+            f"--backend onnxruntime runs the exported networks alone (CPU, fp32): drop "
+            f"{', '.join(unsupported)}"
+        )
+    separator = OnnxSeparator(model_dir, stems, args.segment, args.overlap, args.threads)
+
+    def separate_one(path: Path, track_dir: Path) -> Any:
+        return separate_file(separator, path, track_dir, ext=args.fmt, subtype=subtype)
+
+    return separator.targets, separate_one, "ONNX Runtime, fp32"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 target over the mixture's STFT. It exists to test the extension point: it touches nothing
 outside this module, its preset (``conf/src_mod/toy-mask.yaml`` here) and one registry line.
 
-It declares its own STFT, takes any channel count, prefers 1 s chunks, and returns no STFTs
-(a tf-domain loss computes them from the waveforms).
+It declares its own STFT, takes any channel count, prefers 1 s chunks, and implements only
+``core`` (the spectrogram part): the base class's forward runs its STFT and iSTFT.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from bsrnn.errors import ConfigError
-from bsrnn.models import ModelConfig, ModelOutput, SeparationModel, StftSpec
+from bsrnn.models import ModelConfig, SeparationModel, StftSpec
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,6 @@ class ToyMask(SeparationModel):
         super().__init__(config)
         bins = config.n_fft // 2 + 1
         self.logits = nn.Parameter(torch.zeros(len(config.targets), bins, 1))
-        self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
 
     @property
     def stft_spec(self) -> StftSpec:
@@ -52,14 +51,7 @@ class ToyMask(SeparationModel):
     def segment_samples(self) -> int | None:
         return self.config.segment
 
-    def forward(self, mixture: torch.Tensor) -> ModelOutput:
-        b, c, t = mixture.shape
-        n_fft, hop = self.config.n_fft, self.config.hop
-        spec = torch.stft(mixture.reshape(b * c, t), n_fft, hop, window=self.window,
-                          return_complex=True)  # fmt: skip
-        masked = spec[:, None] * torch.sigmoid(self.logits)  # [b*c, S, F, frames]
-        frames = masked.shape[-1]
-        wave = torch.istft(masked.reshape(-1, n_fft // 2 + 1, frames), n_fft, hop,
-                           window=self.window, length=t)  # fmt: skip
-        waves = wave.view(b, c, -1, t).transpose(1, 2)  # [b, S, c, t]
-        return ModelOutput(waveforms=waves)
+    def core(self, spec: torch.Tensor) -> torch.Tensor:
+        """``[b, c, F, frames, 2] -> [b, S, c, F, frames, 2]``: the mixture times the masks."""
+        masks = torch.sigmoid(self.logits)[None, :, None, :, :, None]  # [1, S, 1, F, 1, 1]
+        return spec[:, None] * masks

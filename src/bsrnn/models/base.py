@@ -7,13 +7,17 @@ A network ``model`` is an ``nn.Module`` with
   defaults and validation (``type(config).from_mapping(preset)`` builds it from a ``src_mod``
   preset; ``config.to_dict()`` is what checkpoints store);
 * ``model.targets``: the stems it produces, in output order; ``model.sample_rate``;
+* ``model.core(spec [B, C, F, frames, 2]) -> [B, S, C, F, frames, 2]``: the network between
+  the STFT and the iSTFT (real and imaginary parts on the last axis; real tensors only, what
+  ``bsrnn.export`` writes to ONNX), ``S = len(targets)``;
 * ``model(mixture [B, C, samples])`` -> :class:`ModelOutput` with ``waveforms``
-  ``[B, S, C, samples]`` and, optionally, complex ``stfts`` ``[B, S, C, F, frames]``,
-  ``S = len(targets)`` (a loss that needs the STFT of an estimate computes it when a model
-  gives none);
+  ``[B, S, C, samples]`` and complex ``stfts`` ``[B, S, C, F, frames]``: the base class's
+  forward, pad -> ``stft_spec.stft`` -> ``core`` -> ``stft_spec.istft`` -> crop, one
+  definition for training, separation and the export;
 * what separation and training need to know, declared by each architecture (no defaults are
-  guessed elsewhere): ``model.stft_spec`` (:class:`StftSpec`: the STFT a tf-domain loss and the
-  figures use), ``model.audio_channels`` (1 or 2, or None: any count, channels handled as
+  guessed elsewhere): ``model.stft_spec`` (:class:`StftSpec`: the STFT of the forward, which
+  a tf-domain loss and the figures use too), ``model.framing`` (:class:`Framing`: padding and
+  output-length quirks), ``model.audio_channels`` (1 or 2, or None: any count, channels handled as
   independent items), ``model.min_samples`` (the shortest input it takes; shorter ones are
   zero-padded), ``model.segment_samples`` (its preferred chunk length for whole-track
   separation, used where ``eval.segment_len`` is null) and ``model.loss_preference``
@@ -55,19 +59,135 @@ class ModelOutput(dict):
         return self.get("stfts")
 
 
+def is_exporting() -> bool:
+    """Whether a graph is being exported (``torch.onnx.export`` or ``torch.export``): code
+    paths that depend on a shape or the device (e.g. CPU chunking) take their plain form."""
+    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
+
+
+#: STFT windows: ``"hann"`` (periodic Hann of ``win_length``) or ``"rect"`` (all ones, torch's
+#: default when no window is given).
+WINDOWS = ("hann", "rect")
+
+
 @dataclass(frozen=True)
 class StftSpec:
-    """A network's STFT: ``n_fft``, ``hop_length``, ``win_length`` (Hann window, centred,
-    reflect padding, one-sided) and ``normalized``."""
+    """A network's STFT: ``n_fft``, ``hop_length``, ``win_length`` (default ``n_fft``; the
+    window is zero-padded to ``n_fft`` on both sides, as torch does), ``window`` (``"hann"``,
+    periodic, or ``"rect"``), ``normalized`` (frames scaled by ``n_fft ** -0.5``) and
+    ``center`` (reflect padding of ``n_fft // 2`` on both sides); one-sided.
+
+    The one place an STFT is computed: :meth:`stft` and :meth:`istft` (``torch.stft`` /
+    ``torch.istft``), in float32 whatever the input's dtype (float64 stays float64).
+    ``bsrnn.onnx_runtime`` computes the same frames in numpy from these fields.
+    """
 
     n_fft: int
     hop_length: int
     win_length: int | None = None
     normalized: bool = False
+    window: str = "hann"
+    center: bool = True
 
     def __post_init__(self) -> None:
         if self.win_length is None:
             object.__setattr__(self, "win_length", self.n_fft)
+        if self.window not in WINDOWS:
+            raise ConfigError(
+                f"unknown STFT window {self.window!r}: expected one of {', '.join(WINDOWS)}"
+            )
+        if not 1 <= self.win_length <= self.n_fft or self.hop_length < 1:
+            raise ConfigError(
+                f"invalid STFT: n_fft={self.n_fft}, hop_length={self.hop_length}, "
+                f"win_length={self.win_length} (expected hop >= 1 and 1 <= win_length <= n_fft)"
+            )
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def window_tensor(
+        self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """The analysis/synthesis window ``[win_length]``."""
+        if self.window == "rect":
+            return torch.ones(self.win_length, device=device, dtype=dtype)
+        return torch.hann_window(self.win_length, device=device, dtype=dtype)
+
+    def _kwargs(self, x: torch.Tensor) -> dict[str, Any]:
+        return {
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "win_length": self.win_length,
+            "window": self.window_tensor(x.device, x.dtype),
+            "center": self.center,
+            "normalized": self.normalized,
+            "onesided": True,
+        }
+
+    def stft(self, x: torch.Tensor) -> torch.Tensor:
+        """Complex STFT: ``[..., samples] -> [..., n_fft // 2 + 1, frames]`` (complex64, or
+        complex128 for float64 input)."""
+        x = x if x.dtype == torch.float64 else x.float()
+        lead = x.shape[:-1]
+        spec = torch.stft(
+            x.reshape(-1, x.shape[-1]), **self._kwargs(x), pad_mode="reflect", return_complex=True
+        )
+        return spec.reshape(*lead, *spec.shape[-2:])
+
+    def istft(self, spec: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Inverse of :meth:`stft`: complex ``[..., F, frames] -> [..., samples]`` float32
+        (float64 for complex128), ``length`` samples (None: ``(frames - 1) * hop_length`` with
+        ``center``)."""
+        if spec.dtype != torch.complex128:
+            spec = spec.to(torch.complex64)
+        lead = spec.shape[:-2]
+        real = torch.float64 if spec.dtype == torch.complex128 else torch.float32
+        kwargs = self._kwargs(spec.new_empty(0, dtype=real))
+        wave = torch.istft(spec.reshape(-1, *spec.shape[-2:]), **kwargs, length=length)
+        return wave.reshape(*lead, wave.shape[-1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (what ``model.json`` of an exported model stores)."""
+        return dataclasses.asdict(self)
+
+
+#: Values of :attr:`Framing.output_length`.
+OUTPUT_LENGTHS = ("input", "frames")
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a network's waveform forward frames its input, as data a runner reads.
+
+    ``pad_to_even_frames``: the input is right-padded with zeros by ``pad = hop - T % hop``
+    samples, one more hop if ``(T + pad) // hop`` is even (MSST's SCNet), and the output
+    cropped back to ``T``. ``output_length``: ``"input"`` (the iSTFT returns ``T`` samples) or
+    ``"frames"`` (``(frames - 1) * hop`` samples, MSST's Mel-RoFormer without
+    ``match_input_audio_length``).
+    """
+
+    pad_to_even_frames: bool = False
+    output_length: str = "input"
+
+    def __post_init__(self) -> None:
+        if self.output_length not in OUTPUT_LENGTHS:
+            raise ConfigError(
+                f"unknown Framing.output_length={self.output_length!r}: expected one of "
+                f"{', '.join(OUTPUT_LENGTHS)}"
+            )
+
+    def padding(self, n_samples: int, hop_length: int) -> int:
+        """Zeros added at the right of an input of ``n_samples`` (0 without a quirk)."""
+        if not self.pad_to_even_frames:
+            return 0
+        pad = hop_length - n_samples % hop_length
+        if ((n_samples + pad) // hop_length) % 2 == 0:
+            pad += hop_length
+        return pad
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -249,9 +369,14 @@ def _lists_for_tuples(value: Any) -> Any:
 
 class SeparationModel(nn.Module, abc.ABC):
     """Base of every architecture: ``config``, ``targets``, ``sample_rate``; subclasses
-    implement ``forward(mixture [B, C, samples]) -> ModelOutput``, :attr:`stft_spec` and
-    :attr:`audio_channels`, and may override :attr:`min_samples` and
-    :attr:`segment_samples`."""
+    implement :meth:`core` (the network between the STFT and the iSTFT), :attr:`stft_spec` and
+    :attr:`audio_channels`, and may override :attr:`framing`, :attr:`min_samples`,
+    :attr:`segment_samples` and :meth:`check_mixture`.
+
+    The waveform :meth:`forward` is the one definition of pad -> ``stft_spec.stft`` -> ``core``
+    -> ``stft_spec.istft`` -> crop, which ``bsrnn.export`` and ``bsrnn.onnx_runtime`` repeat
+    from the same declared fields.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -270,13 +395,19 @@ class SeparationModel(nn.Module, abc.ABC):
     @property
     @abc.abstractmethod
     def stft_spec(self) -> StftSpec:
-        """The network's STFT (what a tf-domain loss compares, and the figures show)."""
+        """The network's STFT (what :meth:`forward` computes, a tf-domain loss compares, and
+        the figures show)."""
 
     @property
     @abc.abstractmethod
     def audio_channels(self) -> int | None:
         """Channels the network takes: 1 (mono), 2 (stereo), or None (any count: channels are
         independent items)."""
+
+    @property
+    def framing(self) -> Framing:
+        """The framing quirks of :meth:`forward` (none by default)."""
+        return Framing()
 
     @property
     def min_samples(self) -> int:
@@ -296,6 +427,47 @@ class SeparationModel(nn.Module, abc.ABC):
         """The training loss this network declares: L1 in its config's
         ``default_loss_domain`` unless the architecture says otherwise."""
         return LossPreference(type="L1", domain=self.config.default_loss_domain)
+
+    @abc.abstractmethod
+    def core(self, spec: torch.Tensor) -> torch.Tensor:
+        """The network on the spectrogram: mixture ``[B, C, F, frames, 2]`` float (real,
+        imaginary on the last axis) -> stems ``[B, S, C, F, frames, 2]``, S =
+        ``len(targets)``. Real tensors only (what ONNX exports)."""
+
+    def check_mixture(self, mixture: torch.Tensor) -> None:
+        """Raise a ConfigError for a mixture the network cannot take (``[B, C, samples]``
+        with ``C`` its :attr:`audio_channels`, when it declares one)."""
+        if mixture.dim() != 3:
+            raise ConfigError(
+                f"expected a mixture [batch, channels, samples], got shape {tuple(mixture.shape)}"
+            )
+        want = self.audio_channels
+        if want is not None and mixture.shape[1] != want:
+            raise ConfigError(
+                f"this {type(self).__name__} takes {want}-channel mixtures [batch, {want}, "
+                f"samples], got {tuple(mixture.shape)}"
+            )
+
+    def forward(self, mixture: torch.Tensor) -> ModelOutput:
+        """``mixture [B, C, samples]`` -> :class:`ModelOutput` with ``waveforms [B, S, C,
+        samples']`` (``samples' = samples`` unless ``framing.output_length == "frames"``) and
+        complex ``stfts [B, S, C, F, frames]``."""
+        self.check_mixture(mixture)
+        spec_def, framing = self.stft_spec, self.framing
+        n_samples = mixture.shape[-1]
+        pad = framing.padding(n_samples, spec_def.hop_length)
+        if pad:
+            mixture = nn.functional.pad(mixture, (0, pad))
+        spec = torch.view_as_real(spec_def.stft(mixture))  # [B, C, F, frames, 2]
+        stems = self.core(spec).float()  # [B, S, C, F, frames, 2]
+        if stems.stride(-1) != 1 or any(st % 2 for st in stems.stride()[:-1]):
+            stems = stems.contiguous()
+        est = torch.view_as_complex(stems)
+        length = n_samples + pad if framing.output_length == "input" else None
+        wave = spec_def.istft(est, length=length)
+        if pad:
+            wave = wave[..., :n_samples]
+        return ModelOutput(waveforms=wave, stfts=est)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -6,13 +6,16 @@ b when they are fused (``stereo="naive"``), F = n_fft/2+1 bins, T = frames, K = 
 N = feature_dim, H = n_heads, n = N/H, S = number of targets):
 
     mixture [b, C, samples]
-      -> STFT                                      [b*C, F, T] complex
+      -> STFT (``StftSpec.stft``)                  [b, C, F, T, 2] (real, imag)
+      == ``core``: ----------------------------------------------------------------------
       -> band split (norm + linear per band)       [T, B', K, N]
       -> R blocks: per head (n features each) a time layer then a band layer, each residual;
          then TAC across channels and attention over frames (both optional, residual)
       -> one mask decoder per estimated target     complex masks [B'', F, T]
-      -> mask * mixture STFT (the last target may be the mixture minus the others) -> iSTFT
-      -> waveforms [b, S, C, samples], stfts [b, S, C, F, T]
+      -> mask * mixture STFT (the last target may be the mixture minus the others)
+                                                   [b, S, C, F, T, 2]
+      == end of ``core`` ----------------------------------------------------------------
+      -> iSTFT -> waveforms [b, S, C, samples], stfts [b, S, C, F, T] complex
 
 Features are kept "frames first", ``[T, B', K, N]``: the time RNN reads ``[T, B'*K*H, n]``
 (sequence first) and, with one head, the band RNN reads ``[T*B', K, n]`` (batch first), both
@@ -37,9 +40,9 @@ from torch import nn
 
 from bsrnn.bands import JOINT_LAYOUT, TARGETS, band_widths, group_equal_widths
 from bsrnn.errors import ConfigError
-from bsrnn.models.base import ModelConfig, ModelOutput, SeparationModel, StftSpec
-from bsrnn.models.mixed_precision import run_rnn, spectral_input
-from bsrnn.spectral import ISTFT, STFT
+from bsrnn.models.base import ModelConfig, SeparationModel, StftSpec, is_exporting
+from bsrnn.models.mixed_precision import run_rnn
+from bsrnn.spectral import complex_mul
 
 LAYER_TYPES = ("lstm", "gru", "conv")
 STEREO_MODES = ("naive", "tac")  # or None: channels are independent items
@@ -212,6 +215,17 @@ def _prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, x, slope * x)
 
 
+def _layer_norm(x: torch.Tensor, dims: int, eps: float) -> torch.Tensor:
+    """Layer norm (no affine) over the last ``dims`` axes. Exported graphs get the same
+    statistics from ``var_mean`` (the exporter needs the normalised shape as constants, and
+    here it holds the frame count)."""
+    if is_exporting():
+        axes = tuple(range(-dims, 0))
+        var, mean = torch.var_mean(x, dim=axes, correction=0, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + eps)
+    return F.layer_norm(x, x.shape[-dims:], eps=eps)
+
+
 # --------------------------------------------------------------------------------------------
 # Band split
 # --------------------------------------------------------------------------------------------
@@ -241,7 +255,7 @@ class BandGroupSplit(nn.Module):
 
 
 class BandSplit(nn.Module):
-    """``[B, fused, F, T] complex -> [T, B, K, N]``."""
+    """``[B, fused, F, T, 2] (real, imag) -> [T, B, K, N]``."""
 
     def __init__(self, widths: Sequence[int], fused: int, feature_dim: int, eps: float) -> None:
         super().__init__()
@@ -250,9 +264,8 @@ class BandSplit(nn.Module):
             for count, width in group_equal_widths(widths)
         )
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        b, fused, _, t = spec.shape
-        ri = torch.view_as_real(spec)  # [B, fused, F, T, 2]
+    def forward(self, ri: torch.Tensor) -> torch.Tensor:
+        b, fused, _, t, _ = ri.shape
         feats, f0 = [], 0
         for g in self.groups:
             f1 = f0 + g.count * g.width
@@ -311,7 +324,7 @@ class ResidualSequenceLayer(nn.Module):
         t, b, k, _ = x.shape
         h, g = self.heads, self.groups
         if h == 1 and g == 1 and self.axis == "band":  # per (frame, item) over (bands, features)
-            y = F.layer_norm(x, x.shape[2:], eps=self.eps).unsqueeze(3)
+            y = _layer_norm(x, 2, self.eps).unsqueeze(3)
         else:
             y = x.view(t, b, k, h, g, -1)
             dims = (0, 5) if self.axis == "time" else (2, 5)
@@ -321,7 +334,12 @@ class ResidualSequenceLayer(nn.Module):
 
     def _rnn_proj(self, y: torch.Tensor) -> torch.Tensor:
         """The recurrent layer then ``proj``: ``[batch, L, n] -> [batch, L, n]``."""
-        if self.axis == "band" and y.device.type == "cpu" and y.shape[0] > CPU_RNN_CHUNK:
+        if (
+            self.axis == "band"
+            and y.device.type == "cpu"
+            and y.shape[0] > CPU_RNN_CHUNK
+            and not is_exporting()  # an exported graph keeps no shape-dependent split
+        ):
             # oneDNN's CPU RNN runs much faster on a few hundred sequences at a time than on
             # thousands (cache locality); results are identical. Projecting each part before
             # joining them moves a quarter of the data (n features instead of 2 * fac_sep * n)
@@ -399,7 +417,7 @@ class _HeadProjection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b, k, _ = x.shape
         y = self.linear(x).view(t, b, k, self.heads, self.dim).transpose(2, 3)
-        y = F.layer_norm(_prelu(y, self.prelu), (k, self.dim), eps=self.eps)
+        y = _layer_norm(_prelu(y, self.prelu), 2, self.eps)
         return _affine(y, self.norm_weight, self.norm_bias)
 
 
@@ -468,7 +486,7 @@ class MaskDecoder(nn.Module):
     """One target's masks. Per band: GroupNorm(1, N) -> N->M, tanh -> M->M, tanh ->
     M->4*width*fused -> GLU (value * sigmoid(gate)), with M = fac_mask * N.
 
-    ``[T, B, K, N] -> complex masks [B*fused, F, T]``. The first two layers have the same
+    ``[T, B, K, N] -> masks [B*fused, F, T, 2]`` (real, imag). The first two layers have the same
     shape for every band and run as one batched matmul; the last runs once per equal-width group.
     """
 
@@ -496,7 +514,7 @@ class MaskDecoder(nn.Module):
         t, b, k, n = x.shape
         fused = self.fused
         y = x.permute(2, 1, 0, 3)  # [K, B, T, N]
-        y = F.layer_norm(y, (t, n), eps=self.eps)  # GroupNorm(1, N) over (features, frames)
+        y = _layer_norm(y, 2, self.eps)  # GroupNorm(1, N) over (features, frames)
         y = _affine(y, self.norm_weight, self.norm_bias).reshape(k, b * t, n)
         y = torch.baddbmm(self.fc1_bias, y, self.fc1_weight).tanh_()
         y = torch.baddbmm(self.fc2_bias, y, self.fc2_weight).tanh_()
@@ -506,23 +524,25 @@ class MaskDecoder(nn.Module):
             m = F.glu(m, dim=-1).view(count, b, t, fused, 2, w)  # (channel, real/imag, bin)
             masks.append(m.permute(1, 3, 0, 5, 2, 4).reshape(b * fused, count * w, t, 2))
             k0 += count
-        # fp32 before the complex view: under CUDA autocast the masks are bf16/fp16 (baddbmm,
-        # glu), which view_as_complex rejects (bf16) or keeps in half precision (fp16)
-        return torch.view_as_complex(torch.cat(masks, 1).float())  # [B*fused, F, T]
+        return torch.cat(masks, 1)  # [B*fused, F, T, 2]
 
 
 def band_context_sum(spec: torch.Tensor, widths: Sequence[int], context: int) -> torch.Tensor:
     """Each bin replaced by the sum of itself and its ``context`` neighbours on each side
-    within its band (zeros beyond the band's edges). ``[B, F, T]`` complex -> same."""
+    within its band (zeros beyond the band's edges). ``[B, F, T]`` complex or ``[B, F, T, 2]``
+    (real, imag) -> the same."""
+    if spec.is_complex():
+        out = band_context_sum(torch.view_as_real(spec), widths, context)
+        return torch.view_as_complex(out.contiguous())
     out, f0 = [], 0
     for count, width in group_equal_widths(widths):
         f1 = f0 + count * width
-        x = torch.view_as_real(spec[:, f0:f1]).unflatten(1, (count, width))  # [B, c, w, T, 2]
+        x = spec[:, f0:f1].unflatten(1, (count, width))  # [B, c, w, T, 2]
         padded = F.pad(x, (0, 0, 0, 0, context, context))
         total = sum(padded[:, :, i : i + width] for i in range(2 * context + 1))
         out.append(total.flatten(1, 2))
         f0 = f1
-    return torch.view_as_complex(spectral_input(torch.cat(out, 1)).contiguous())
+    return torch.cat(out, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,9 +557,11 @@ class BSRNN(SeparationModel):
     """Band-Split RNN for one target or several (SIMO), with every option of
     :class:`BSRNNConfig`.
 
-    ``forward(mixture [b, C, samples])`` returns a :class:`ModelOutput` with ``waveforms``
-    [b, S, C, samples] and complex ``stfts`` [b, S, C, n_fft//2+1, frames], S =
-    ``len(config.targets)``, in the order of ``config.targets``.
+    ``core(spec [b, C, F, frames, 2]) -> [b, S, C, F, frames, 2]``; the waveform
+    ``forward(mixture [b, C, samples])`` (the base class's: STFT -> core -> iSTFT) returns a
+    :class:`~bsrnn.models.base.ModelOutput` with ``waveforms`` [b, S, C, samples] and complex
+    ``stfts`` [b, S, C, n_fft//2+1, frames], S = ``len(config.targets)``, in the order of
+    ``config.targets``.
     """
 
     def __init__(self, config: BSRNNConfig) -> None:
@@ -547,8 +569,6 @@ class BSRNN(SeparationModel):
         cfg = config
         self.band_widths = cfg.band_widths()
         fused = cfg.nb_channels if cfg.stereo == "naive" else 1
-        self.stft = STFT(cfg.n_fft, cfg.n_hop)
-        self.istft = ISTFT(cfg.n_fft, cfg.n_hop)
         self.band_split = BandSplit(self.band_widths, fused, cfg.feature_dim, cfg.eps)
         self.blocks = nn.Sequential(*(BSBlock(cfg, self.n_bands) for _ in range(cfg.num_repeat)))
         self.maskers = nn.ModuleList(
@@ -573,32 +593,25 @@ class BSRNN(SeparationModel):
         """The reference's evaluation chunk: :data:`SEGMENT_SECONDS`."""
         return int(SEGMENT_SECONDS * self.sample_rate)
 
-    def forward(self, mixture: torch.Tensor) -> ModelOutput:
-        if mixture.dim() != 3:
-            raise ConfigError(
-                f"expected a mixture [batch, channels, samples], got shape {tuple(mixture.shape)}"
-            )
+    def check_mixture(self, mixture: torch.Tensor) -> None:
         cfg = self.config
-        batch, channels, n_samples = mixture.shape
-        if cfg.stereo is not None and channels != cfg.nb_channels:
+        if mixture.dim() == 3 and cfg.stereo is not None and mixture.shape[1] != cfg.nb_channels:
             raise ConfigError(
                 f"this model (stereo={cfg.stereo}) takes {cfg.nb_channels}-channel mixtures, got "
-                f"{channels} channel(s)"
+                f"{mixture.shape[1]} channel(s)"
             )
-        spec = self.stft(mixture.reshape(batch * channels, n_samples))  # [b*C, F, T]
-        fused = (
-            spec.view(batch, channels, *spec.shape[-2:]) if cfg.stereo == "naive" else spec[:, None]
-        )
+        super().check_mixture(mixture)
+
+    def core(self, spec: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        batch, channels, n_bins, frames, _ = spec.shape
+        flat = spec.reshape(batch * channels, n_bins, frames, 2)
+        fused = spec if cfg.stereo == "naive" else flat[:, None]  # [B', fused, F, T, 2]
         features = self.blocks(self.band_split(fused))  # [T, B', K, N]
-        estimates = [masker(features) * spec for masker in self.maskers]  # each [b*C, F, T]
+        estimates = [complex_mul(masker(features), flat) for masker in self.maskers]
         if cfg.mask_ctxt:
             estimates = [band_context_sum(e, self.band_widths, cfg.mask_ctxt) for e in estimates]
         if len(estimates) < len(cfg.targets):  # subtract_last_trgt
-            estimates.append(spec - torch.stack(estimates).sum(0))
-        est = torch.stack(estimates)  # [S, b*C, F, T]
-        n_t, frames = est.shape[0], est.shape[-1]
-        wave = self.istft(est.flatten(0, 1), length=n_samples)
-        return ModelOutput(
-            waveforms=wave.view(n_t, batch, channels, n_samples).transpose(0, 1),
-            stfts=est.view(n_t, batch, channels, -1, frames).transpose(0, 1),
-        )
+            estimates.append(flat.float() - torch.stack(estimates).sum(0))
+        est = torch.stack(estimates)  # [S, b*C, F, T, 2]
+        return est.view(-1, batch, channels, n_bins, frames, 2).transpose(0, 1)

@@ -13,7 +13,9 @@ Data flow (B = batch, C = channels (2 if ``stereo``), F = n_fft/2+1 bins, T = fr
 K = bands, D = ``dim``, S = stems, H = heads, d = ``dim_head``):
 
     mixture [B, C, samples]
-      -> STFT, channels folded into the bins        [B, T, F*C*2] (bin, channel, re/im)
+      -> STFT (``StftSpec.stft``)                   [B, C, F, T, 2]
+      == ``core``: ---------------------------------------------------------------------
+      -> channels folded into the bins              [B, T, F*C*2] (bin, channel, re/im)
       -> band split: per band RMSNorm + Linear      [B, T, K, D]
       -> ``depth`` blocks, each: [linear attention over all T*K tokens] (optional),
          a transformer over frames (per band)       [B*K, T, D]
@@ -21,7 +23,8 @@ K = bands, D = ``dim``, S = stems, H = heads, d = ``dim_head``):
       -> final RMSNorm (BS; Mel normalises each transformer's output instead)
       -> per stem, per band: MLP (Tanh) + GLU       complex masks [B, S, T, F, C]
          (Mel: masks of overlapping bands summed and divided by the bands per bin)
-      -> mask * mixture STFT, DC bin zeroed (``zero_dc``)  stfts [B, S, C, F, T]
+      -> mask * mixture STFT, DC bin zeroed (``zero_dc``)  [B, S, C, F, T, 2]
+      == end of ``core`` ---------------------------------------------------------------
       -> iSTFT                                      waveforms [B, S, C, samples]
 
 Every transformer layer is pre-norm attention (RMSNorm, one projection to q, k, v, rotary
@@ -43,7 +46,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +56,15 @@ from torch.utils.checkpoint import checkpoint
 from bsrnn.bands import mel_band_membership
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import (
+    Framing,
     LossPreference,
     ModelConfig,
-    ModelOutput,
     MultiResolutionSpec,
     SeparationModel,
     StftSpec,
+    is_exporting,
 )
+from bsrnn.spectral import complex_mul
 
 #: MSST's default BS-RoFormer layout: 62 bands of 2..129 bins at n_fft 2048 (1025 bins).
 DEFAULT_FREQS_PER_BANDS: tuple[int, ...] = (
@@ -378,6 +383,8 @@ class RotaryEmbedding(nn.Module):
         """``exp(i * p * freqs)`` ``[n, dim / 2]`` (complex64) for positions ``p = 0..n-1``
         (one per pair of features)."""
         angles = torch.arange(n, device=device, dtype=torch.float32)[:, None] * self.freqs.float()
+        if is_exporting():  # [n, dim / 2, 2] (cos, sin): see _rotate_real
+            return torch.stack([angles.cos(), angles.sin()], -1)
         return torch.polar(torch.ones_like(angles), angles)
 
     @staticmethod
@@ -387,6 +394,8 @@ class RotaryEmbedding(nn.Module):
         sin``, as one complex product with ``rotation [L, d / 2]`` (in float32, returned in
         ``x``'s dtype) -> ``[N, h, L, d]`` (contiguous without autograd: SDPA reads it faster;
         a strided view with it)."""
+        if is_exporting():  # the same product in real arithmetic (ONNX has no complex type)
+            return RotaryEmbedding._rotate_real(x, rotation)
         pairs = x.float().unflatten(-1, (-1, 2))
         if pairs.storage_offset() % 2 or any(st % 2 for st in pairs.stride()[:-1]):
             pairs = pairs.contiguous()
@@ -397,6 +406,15 @@ class RotaryEmbedding(nn.Module):
             rotated = torch.empty(pairs_c.shape, dtype=pairs_c.dtype, device=pairs_c.device)
             torch.mul(pairs_c, rotation, out=rotated)
         return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
+
+    @staticmethod
+    def _rotate_real(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+        """:meth:`rotate` without complex tensors; ``rotation`` is ``[L, d / 2, 2]`` (cos,
+        sin) here (see :meth:`rotation`)."""
+        x1, x2 = x.float().unflatten(-1, (-1, 2)).transpose(1, 2).unbind(-1)  # [N, h, L, d/2]
+        cos, sin = rotation.unbind(-1)
+        out = torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+        return out.flatten(-2).to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,7 +478,9 @@ class Attention(nn.Module):
         )  # [N, h, L, d]
         gates = F.linear(x, self.norm.folded(self.to_gates.weight), self.to_gates.bias)
         gates = gates.sigmoid().unsqueeze(-1)  # [N, L, h, 1]
-        if torch.is_grad_enabled() and (out.requires_grad or gates.requires_grad):
+        if is_exporting() or (
+            torch.is_grad_enabled() and (out.requires_grad or gates.requires_grad)
+        ):
             out = out.transpose(1, 2) * gates
         else:  # written straight into to_out's layout (saves a copy)
             gated = torch.empty((n, length, h, d), dtype=out.dtype, device=out.device)
@@ -705,13 +725,18 @@ class Roformer(SeparationModel):
                 bands_per_bin[bins] += 1
             per_col = bands_per_bin.repeat_interleave(2 * c.channels).clamp(min=1e-8)
             self.register_buffer("bands_per_col", per_col, persistent=False)
-        self.register_buffer("window", torch.hann_window(c.stft_win_length), persistent=False)
 
     # -- interface -------------------------------------------------------------------------
     @property
     def stft_spec(self) -> StftSpec:
         c = self.config
         return StftSpec(c.stft_n_fft, c.stft_hop_length, c.stft_win_length, c.stft_normalized)
+
+    @property
+    def framing(self) -> Framing:
+        """Mel without ``match_input_audio_length``: ``(frames - 1) * hop`` output samples."""
+        short = self.mel and not self.config.match_input_audio_length
+        return Framing(output_length="frames" if short else "input")
 
     @property
     def audio_channels(self) -> int:
@@ -738,16 +763,6 @@ class Roformer(SeparationModel):
         )
 
     # -- pieces ----------------------------------------------------------------------------
-    def _stft_kwargs(self) -> dict[str, Any]:
-        c = self.config
-        return {
-            "n_fft": c.stft_n_fft,
-            "hop_length": c.stft_hop_length,
-            "win_length": c.stft_win_length,
-            "window": self.window,
-            "normalized": c.stft_normalized,
-        }
-
     def _blocks(self, x: torch.Tensor) -> torch.Tensor:
         """``depth`` blocks of axial attention. ``[B, T, K, D] -> [B, T, K, D]``."""
         b, t, k, d = x.shape
@@ -768,6 +783,16 @@ class Roformer(SeparationModel):
                 store.append(x)
         return x
 
+    def _overlap_add_bands(self, mask: torch.Tensor) -> torch.Tensor:
+        """Band masks ``[N, sizes]`` (group order) summed into the spectrogram's columns ->
+        ``[N, F*C*2]``. Exported graphs use ``scatter_add`` (ONNX ScatterElements with
+        reduction add; the exporter's ``index_add`` overwrites repeated columns)."""
+        cols = self.band_groups.all_cols
+        out = mask.new_zeros(mask.shape[0], self.n_cols)
+        if is_exporting():
+            return out.scatter_add(1, cols.expand(mask.shape[0], -1), mask)
+        return out.index_add_(1, cols, mask)
+
     def _masks(self, x: torch.Tensor) -> torch.Tensor:
         """Real/imag masks in the spectrogram's layout. ``[B, T, K, D] -> [B, S, T, F*C*2]``."""
         b, t, k, d = x.shape
@@ -777,28 +802,25 @@ class Roformer(SeparationModel):
         for estimator in self.mask_estimators:
             mask = _maybe_checkpoint(ckpt, estimator, x).float()  # [B*T, sizes], group order
             if not (groups.in_order and groups.disjoint):  # Mel: sum overlapping bands' masks
-                mask = x.new_zeros(b * t, self.n_cols).index_add_(1, groups.all_cols, mask)
+                mask = self._overlap_add_bands(mask)
             if not groups.disjoint:  # ... and divide by the bands per bin
                 mask = mask / self.bands_per_col
             masks.append(mask.view(b, t, -1))
         return torch.stack(masks, 1)
 
-    # -- forward ---------------------------------------------------------------------------
-    def forward(self, mixture: torch.Tensor) -> ModelOutput:
+    # -- the network ---------------------------------------------------------------------
+    def check_mixture(self, mixture: torch.Tensor) -> None:
         c = self.config
         if mixture.dim() != 3 or mixture.shape[1] != c.channels:
             raise ValueError(
                 f"expected a mixture [batch, {c.channels}, samples] (stereo={c.stereo}), got "
                 f"{tuple(mixture.shape)}"
             )
-        batch, channels, n_samples = mixture.shape
-        kwargs = self._stft_kwargs()
-        spec = torch.stft(
-            mixture.reshape(batch * channels, n_samples).float(), **kwargs, return_complex=True
-        )
-        n_bins, frames = spec.shape[-2:]
-        spec_ri = torch.view_as_real(spec).view(batch, channels, n_bins, frames, 2)
-        spec_x = spec_ri.permute(0, 3, 2, 1, 4).reshape(batch, frames, -1)  # [B, T, F*C*2]
+
+    def core(self, spec: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        batch, channels, n_bins, frames, _ = spec.shape
+        spec_x = spec.permute(0, 3, 2, 1, 4).reshape(batch, frames, -1)  # [B, T, F*C*2]
 
         x = _maybe_checkpoint(c.use_torch_checkpoint, self.band_split, spec_x)  # [B, T, K, D]
         x = self._blocks(x)
@@ -807,17 +829,12 @@ class Roformer(SeparationModel):
         masks = self._masks(x)  # [B, S, T, F*C*2] float32
 
         stems = masks.shape[1]
-        masks = masks.float().view(batch, stems, frames, n_bins, channels, 2)  # fp32: see below
-        masks = torch.view_as_complex(masks)  # (view_as_complex takes no bf16; CUDA autocast
-        mix = torch.view_as_complex(spec_x.float().view(batch, frames, n_bins, channels, 2))
-        mix = mix[:, None]  # leaves the masks' dtype as the layers made it)
-        est = (mix * masks).permute(0, 1, 4, 3, 2)  # [B, S, C, F, T]
+        masks = masks.view(batch, stems, frames, n_bins, channels, 2)
+        mix = spec_x.view(batch, 1, frames, n_bins, channels, 2)
+        est = complex_mul(mix, masks).permute(0, 1, 4, 3, 2, 5)  # [B, S, C, F, T, 2]
         if c.zero_dc:
             est = est.index_fill(3, torch.zeros(1, dtype=torch.long, device=est.device), 0)
-        length = n_samples if (not self.mel or c.match_input_audio_length) else None
-        est = est.to(torch.complex64) if est.dtype == torch.complex32 else est
-        wave = torch.istft(est.reshape(-1, n_bins, frames), **kwargs, length=length)
-        return ModelOutput(waveforms=wave.view(batch, stems, channels, -1), stfts=est)
+        return est
 
 
 class BSRoformer(Roformer):

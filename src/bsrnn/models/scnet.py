@@ -42,26 +42,17 @@ from torch import nn
 
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import (
+    Framing,
     LossPreference,
     ModelConfig,
-    ModelOutput,
     SeparationModel,
     StftSpec,
+    is_exporting,
 )
 from bsrnn.models.mixed_precision import run_rnn
 
 log = logging.getLogger(__name__)
 
-try:  # the agreed interface (models/base.py); a local stand-in until it is merged
-    from bsrnn.models.base import Framing  # type: ignore[attr-defined]
-except ImportError:  # LEAD: use base.Framing
-
-    @dataclass(frozen=True)
-    class Framing:  # type: ignore[no-redef]
-        """How ``forward`` frames the waveform around ``core`` (stand-in of base.Framing)."""
-
-        pad_to_even_frames: bool = False
-        output_length: str = "input"
 
 
 #: MSST's default stems (``sources``) and channel widths.
@@ -261,15 +252,6 @@ def _band_padding(n: int, stride: int, kernel: int) -> int:
     return kernel - 1 if stride == 1 else (stride - n % stride) % stride
 
 
-def even_frames_padding(length: int, hop: int) -> int:
-    """MSST's right padding (>= 1 sample): to a multiple of ``hop`` and, when that gives an
-    even frame count, one more hop (a centred STFT then has an even number of frames)."""
-    pad = hop - length % hop
-    if (length + pad) // hop % 2 == 0:
-        pad += hop
-    return pad
-
-
 # --------------------------------------------------------------------------------------------
 # Encoder and decoder
 # --------------------------------------------------------------------------------------------
@@ -418,15 +400,54 @@ class SeparationNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        exporting = is_exporting()
         for i, layer in enumerate(self.dp_modules):
             x = layer(x).float()
             if i % 2 == 0:
-                spec = torch.fft.rfft(x, dim=3, norm="ortho")
-                x = torch.cat([spec.real, spec.imag], 1)
+                if exporting:  # ONNX has no rFFT operator: the same transform as matmuls
+                    x = torch.cat(_rfft_ortho_matmul(x), 1)
+                else:
+                    spec = torch.fft.rfft(x, dim=3, norm="ortho")
+                    x = torch.cat([spec.real, spec.imag], 1)
             else:
                 half = x.shape[1] // 2
-                x = torch.fft.irfft(torch.complex(x[:, :half], x[:, half:]), dim=3, norm="ortho")
+                if exporting:
+                    x = _irfft_ortho_matmul(x[:, :half], x[:, half:])
+                else:
+                    spec = torch.complex(x[:, :half], x[:, half:])
+                    x = torch.fft.irfft(spec, dim=3, norm="ortho")
         return x
+
+
+def _dft_angles(n: int, bins: int, device: torch.device) -> torch.Tensor:
+    """``2 pi (k t mod n) / n`` for ``t < n``, ``k < bins`` -> ``[n, bins]`` float32 (the
+    product reduced in integers first, so the angle stays accurate for long inputs)."""
+    t = torch.arange(n, device=device)
+    k = torch.arange(bins, device=device)
+    return (torch.remainder(t[:, None] * k[None, :], n).float() * (2 * math.pi)) / n
+
+
+def _rfft_ortho_matmul(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.fft.rfft(x, dim=3, norm="ortho")`` as real matmuls (for the ONNX export):
+    ``[B, C, F, T] -> (real, imag)``, each ``[B, C, F, T // 2 + 1]``."""
+    n = x.shape[3]
+    angles = _dft_angles(n, n // 2 + 1, x.device)
+    scale = torch.rsqrt(torch.ones_like(x[:1, :1, :1]).sum())  # 1 / sqrt(n), traced with n
+    return (x @ torch.cos(angles)) * scale, (x @ -torch.sin(angles)) * scale
+
+
+def _irfft_ortho_matmul(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+    """``torch.fft.irfft(complex(real, imag), dim=3, norm="ortho")`` as real matmuls (for the
+    ONNX export): ``[B, C, F, K]`` each -> ``[B, C, F, 2 (K - 1)]``. The imaginary parts of
+    the DC and Nyquist bins are ignored, as irfft does."""
+    bins = real.shape[3]
+    n = 2 * (bins - 1)
+    angles = _dft_angles(n, bins, real.device).transpose(0, 1)  # [K, n]
+    weight = torch.full((bins, 1), 2.0, device=real.device)
+    weight[0] = 1.0
+    weight[-1] = 1.0
+    scale = torch.rsqrt(2.0 * (torch.ones_like(real[:1, :1, :1]).sum() - 1.0))
+    return (real @ (weight * torch.cos(angles)) - imag @ (weight * torch.sin(angles))) * scale
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,17 +486,15 @@ class SCNet(SeparationModel):
                 nn.Conv2d(64, 4 * stems, 1),
                 nn.Tanh(),
             )
-            window = torch.hann_window(c.nfft, periodic=True)
-        else:
-            window = torch.ones(c.win_size)  # torch.stft's default (no window) as a tensor
-        self.register_buffer("window", window, persistent=False)
 
     # -- interface -------------------------------------------------------------------------
     @property
     def stft_spec(self) -> StftSpec:
-        # LEAD: window="rect" for scnet (StftSpec has no window field on this branch)
+        """``scnet``: no window (torch's rectangular default, as MSST calls torch.stft);
+        ``scnet_masked``: a periodic Hann window."""
         c = self.config
-        return StftSpec(c.nfft, c.hop_size, c.win_size, c.normalized)
+        window = "hann" if self.masked else "rect"
+        return StftSpec(c.nfft, c.hop_size, c.win_size, c.normalized, window=window)
 
     @property
     def audio_channels(self) -> int:
@@ -517,37 +536,6 @@ class SCNet(SeparationModel):
             im = mix[:, :, :, 0] * mask[:, :, :, 1] + mix[:, :, :, 1] * mask[:, :, :, 0]
             return torch.stack([re, im], -1)
         return x.view(b, stems, ch, 2, f, t).permute(0, 1, 2, 4, 5, 3)
-
-    def _stft_kwargs(self) -> dict:
-        c = self.config
-        return {
-            "n_fft": c.nfft,
-            "hop_length": c.hop_size,
-            "win_length": c.win_size,
-            "window": self.window,
-            "center": True,
-            "normalized": c.normalized,
-        }
-
-    def forward(self, mixture: torch.Tensor) -> ModelOutput:
-        c = self.config
-        if mixture.dim() != 3 or mixture.shape[1] != c.audio_channels:
-            raise ValueError(
-                f"expected a mixture [batch, {c.audio_channels}, samples], got "
-                f"{tuple(mixture.shape)}"
-            )
-        b, ch, n = mixture.shape
-        padded = F.pad(mixture.float(), (0, even_frames_padding(n, c.hop_size)))
-        length = padded.shape[-1]
-        # LEAD: stft_spec.stft / istft once StftSpec has them (window "rect" / "hann")
-        kwargs = self._stft_kwargs()
-        spec = torch.stft(padded.reshape(b * ch, length), **kwargs, return_complex=True)
-        spec = torch.view_as_real(spec).view(b, ch, *spec.shape[-2:], 2)
-        est = self.core(spec).float()  # [B, S, C, F, T, 2]
-        stems, f, t = est.shape[1], est.shape[3], est.shape[4]
-        est = torch.complex(est[..., 0], est[..., 1]).reshape(-1, f, t)
-        wave = torch.istft(est, **kwargs, length=length)
-        return ModelOutput(waveforms=wave.view(b, stems, ch, length)[..., :n])
 
 
 class SCNetMasked(SCNet):
