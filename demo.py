@@ -5,6 +5,8 @@
 3. evaluate on the stand-in test set, model and the "mixture as estimate" baseline,
    uSDR and cSDR                                         python evaluate.py dset=toy ...
 4. separate one test mixture into outputs/demo/          python inference.py ...
+5. export the model to ONNX and separate the same mixture without PyTorch
+                                                         bsrnn-export, python -m bsrnn.onnx_runtime
 
 Each step is the project's own command, run as a user would run it; a second `make demo`
 reuses what the first one made (the data, finished trainings, finished evaluations).
@@ -20,6 +22,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent
 MODELS = ("simo-bsrnn-tiny", "bsrnn-tiny")
@@ -61,21 +66,28 @@ def main() -> None:
         train[1:1] = ["-m", f"src_mod.target={','.join(targets)}"]
     t0 = time.monotonic()
 
-    run("1/4 stand-in dataset and activity index", ["prep_dataset.py", "dset=toy"])
-    run(f"2/4 training {model} for {', '.join(targets)} ({args.epochs} epochs)", train)
+    run("1/5 stand-in dataset and activity index", ["prep_dataset.py", "dset=toy"])
+    run(f"2/5 training {model} for {', '.join(targets)} ({args.epochs} epochs)", train)
     for kind, sdr_type in (("usdr", "usdr"), ("csdr", "museval")):
         evaluate = ["evaluate.py", *common, f"eval.sdr_type={sdr_type}"]
-        run(f"3/4 evaluation ({kind}), model", evaluate)
+        run(f"3/5 evaluation ({kind}), model", evaluate)
         run(
-            f"3/4 evaluation ({kind}), mixture baseline",
+            f"3/5 evaluation ({kind}), mixture baseline",
             [*evaluate, "eval.baseline=mixture"],
         )
     track = sorted(p for p in (DATA / "test").iterdir() if p.is_dir())[0]
     rec_dir = OUT / "demo"
     run(
-        f"4/4 separating {track.name}",
+        f"4/5 separating {track.name}",
         ["inference.py", *common, f"+file_path={track / 'mixture.wav'}", f"+rec_dir={rec_dir}"],
     )
+    exported, onnx_dir = OUT / f"{model}-onnx", OUT / "demo-onnx"
+    run("5/5 ONNX export", ["-m", "bsrnn.export", "-m", str(OUT / model), "-o", str(exported)])
+    run(
+        f"5/5 separating {track.name} with ONNX Runtime, without PyTorch",
+        ["-m", "bsrnn.onnx_runtime", "-m", str(exported), str(track / "mixture.wav"),
+         "-o", str(onnx_dir)],
+    )  # fmt: skip
 
     print(f"\n=== Results on the stand-in test set ({model}, {args.epochs} epochs)")
     width = len(model)
@@ -89,6 +101,15 @@ def main() -> None:
             print(f"| {name:<8} | {m:>{width}.2f} | {b:>8.2f} | {m - b:>+7.2f} |")
     stems = ", ".join(sorted(p.name for p in rec_dir.glob("*.wav")))
     print(f"\nSeparated stems of {track.name}: {rec_dir}/ ({stems})")
+    differences = []
+    for target in targets:
+        ours, _ = sf.read(rec_dir / f"{target}.wav", dtype="float32")
+        theirs, _ = sf.read(onnx_dir / "mixture" / f"{target}.wav", dtype="float32")
+        differences.append(np.abs(ours - theirs).max() / max(np.abs(ours).max(), 1e-12))
+    print(
+        f"The same stems through ONNX Runtime: {onnx_dir}/mixture/ (largest difference from "
+        f"PyTorch's: {max(differences):.1e} of the peak)"
+    )
     print(f"Demo finished in {(time.monotonic() - t0) / 60:.1f} min.")
 
 

@@ -43,6 +43,19 @@ def run_config(overrides: list[str]):
     return cfg
 
 
+def small_run(toy: Path, tmp: Path, preset: str) -> list[str]:
+    """Overrides of a one-epoch run of ``preset`` on the stand-in data ``toy`` that takes
+    seconds: one validation track, two 1 s examples per track, outputs under ``tmp``."""
+    return [
+        "dset=toy", f"dset.data_dir={toy}", f"out_dir={tmp / 'outputs'}", f"tb_dir={tmp / 'tb'}",
+        f"src_mod={preset}", "optim.max_epochs=1", "dset.validation_tracks=1",
+        "dset.samples_per_track=2", "dset.seq_duration=1.0", "dset.eval_seq_duration=1.5",
+        "dset.num_workers=0", "trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "eval.progress=false",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory) -> Path:
     """A tiny stand-in dataset (one per test module): 3 training songs (1 for validation) of

@@ -17,7 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from conftest import run_config  # noqa: E402
+from conftest import run_config, small_run  # noqa: E402
 
 import evaluate as evaluate_script  # noqa: E402
 import import_msst  # noqa: E402
@@ -35,17 +35,6 @@ def msst_dir() -> Path:
     if not MSST.is_dir():
         pytest.fail(f"MSST fixtures not found at {MSST} (shared/ sits beside the repo)")
     return MSST
-
-
-def small(toy: Path, tmp: Path, preset: str) -> list[str]:
-    return [
-        "dset=toy", f"dset.data_dir={toy}", f"out_dir={tmp / 'outputs'}", f"tb_dir={tmp / 'tb'}",
-        f"src_mod={preset}", "optim.max_epochs=1", "dset.validation_tracks=1",
-        "dset.samples_per_track=2", "dset.seq_duration=1.0", "dset.eval_seq_duration=1.5",
-        "dset.num_workers=0", "trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "eval.progress=false",
-    ]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -68,7 +57,7 @@ def small(toy: Path, tmp: Path, preset: str) -> list[str]:
 def test_tiny_roformer_trains_with_msst_loss_and_evaluates(
     preset, cls, stems, options, toy_data, tmp_path
 ):
-    overrides = small(toy_data, tmp_path, preset) + options
+    overrides = small_run(toy_data, tmp_path, preset) + options
     result = train_script.train(run_config(overrides))
     model = load_model(result["best_path"])
     assert isinstance(model, cls) and model.targets == stems
@@ -142,7 +131,7 @@ def test_an_imported_checkpoint_fine_tunes(msst_dir, toy_data, tmp_path):
     path = import_msst.import_msst(
         msst_dir / "bs-stereo-1stem.yaml", msst_dir / "bs-stereo-1stem.ckpt", folder
     )
-    base = small(toy_data, tmp_path, "bs-roformer-tiny")
+    base = small_run(toy_data, tmp_path, "bs-roformer-tiny")
     result = train_script.train(run_config(base + [f"ckpt_path={path}", "optim.lr=0"]))
     trained, imported = load_model(result["last_path"]), load_model(path)
     for key, value in imported.state_dict().items():  # lr 0: the weights stayed MSST's

@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from conftest import run_config  # noqa: E402
+from conftest import run_config, small_run  # noqa: E402
 
 import evaluate as evaluate_script  # noqa: E402
 import import_msst  # noqa: E402
@@ -258,25 +258,16 @@ def test_model_type_override_and_detection(msst_dir, tmp_path):
 # --------------------------------------------------------------------------------------------
 # Through the commands
 # --------------------------------------------------------------------------------------------
-def small(toy: Path, tmp: Path, preset: str) -> list[str]:
-    return [
-        "dset=toy", f"dset.data_dir={toy}", f"out_dir={tmp / 'outputs'}", f"tb_dir={tmp / 'tb'}",
-        f"src_mod={preset}", "optim.max_epochs=1", "dset.validation_tracks=1",
-        "dset.samples_per_track=2", "dset.seq_duration=1.0", "dset.eval_seq_duration=1.5",
-        "dset.num_workers=0", "trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "eval.progress=false",
-    ]  # fmt: skip
 
 
 @pytest.mark.slow
 def test_tiny_scnet_trains_and_evaluates(toy_data, tmp_path):
     stems = ["drums", "bass", "other", "vocals"]
-    result = train_script.train(run_config(small(toy_data, tmp_path, "scnet-tiny")))
+    result = train_script.train(run_config(small_run(toy_data, tmp_path, "scnet-tiny")))
     model = load_model(result["best_path"])
     assert isinstance(model, SCNet) and model.targets == stems
     assert result["epochs"] == 1 and np.isfinite(result["metrics"]["val/loss"])
-    table = evaluate_script.run(run_config(small(toy_data, tmp_path, "scnet-tiny"))).table()
+    table = evaluate_script.run(run_config(small_run(toy_data, tmp_path, "scnet-tiny"))).table()
     for stem in stems:
         assert stem in table
 
@@ -314,7 +305,7 @@ def test_an_imported_checkpoint_fine_tunes(msst_dir, toy_data, tmp_path):
     path = import_msst.import_msst(
         msst_dir / f"{case}.yaml", msst_dir / f"{case}.ckpt", tmp_path / "imported"
     )
-    base = small(toy_data, tmp_path, "scnet") + [
+    base = small_run(toy_data, tmp_path, "scnet") + [
         "src_mod.dims=[4,8,16,32]", "src_mod.num_dplayer=2", f"ckpt_path={path}", "optim.lr=0",
     ]  # fmt: skip
     result = train_script.train(run_config(base))

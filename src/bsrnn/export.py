@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from bsrnn.errors import BsrnnError, CheckpointError, ConfigError
+from bsrnn.errors import BsrnnError, ConfigError
 from bsrnn.files import atomic_path, write_text_atomic
 from bsrnn.models import SeparationModel, arch_name
 from bsrnn.onnx_runtime import MANIFEST_FORMAT
@@ -195,13 +195,7 @@ def export_model_dir(
     from bsrnn.model_folder import folder_targets, model_dir_checkpoints
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if not model_dir.is_dir():
-        raise CheckpointError(f"model folder not found: {model_dir}")
     paths = model_dir_checkpoints(model_dir)
-    if not paths:
-        raise CheckpointError(
-            f"no checkpoint in {model_dir}: expected <target>.ckpt or separator.ckpt files"
-        )
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"-o {out_dir} is an existing file: expected a folder")
     models = [load_model(p, map_location="cpu") for p in paths]

@@ -37,11 +37,19 @@ Checkpoints = dict[tuple[str, ...], Path]
 
 def model_dir_checkpoints(folder: str | os.PathLike) -> list[Path]:
     """The checkpoints of a model folder: ``*.ckpt`` except training's ``*-last.ckpt``,
-    sorted by name."""
+    sorted by name (a CheckpointError naming the folder when it is missing or has none)."""
     folder = Path(folder)
-    return sorted(
+    if not folder.is_dir():
+        raise CheckpointError(f"model folder not found: {folder}")
+    paths = sorted(
         p for p in folder.glob("*.ckpt") if p.is_file() and not p.name.endswith("-last.ckpt")
     )
+    if not paths:
+        raise CheckpointError(
+            f"no checkpoint in {folder}: expected <target>.ckpt or separator.ckpt files "
+            "(training's *-last.ckpt files are not used)"
+        )
+    return paths
 
 
 def folder_targets(models: Sequence[SeparationModel]) -> list[str]:
@@ -72,14 +80,7 @@ def load_models(
     if preset is not None:
         return _load_preset_models(folder, targets, preset, allow_random)
     folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"model folder not found: {folder}")
     paths = model_dir_checkpoints(folder)
-    if not paths:
-        raise CheckpointError(
-            f"no checkpoint in {folder}: expected <target>.ckpt or separator.ckpt files "
-            "(training's *-last.ckpt files are not used)"
-        )
     models, checkpoints = [], {}
     for path in paths:
         model = load_model(path, map_location="cpu")

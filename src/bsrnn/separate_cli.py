@@ -189,8 +189,9 @@ def model_folders(out_dir: Path) -> dict[Path, str]:
     if not out_dir.is_dir():
         return found
     for folder in sorted(p for p in out_dir.iterdir() if p.is_dir()):
-        paths = model_dir_checkpoints(folder)
-        if not paths:
+        try:
+            paths = model_dir_checkpoints(folder)
+        except BsrnnError:  # not a model folder
             continue
         try:
             models = [load_model(p) for p in paths]
