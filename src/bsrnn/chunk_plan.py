@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError
 
 FADER_LAYOUTS = ("reference", "even")

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.audio import fit_length, write_audio
 from bsrnn.chunking import ChunkSettings
 from bsrnn.data import DataSettings, Track, read_track_audio

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError, reject_unknown_keys
 
 #: ``optim.monitor_val`` -> (logged metric, better direction).

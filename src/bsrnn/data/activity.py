@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.audio import read_audio
 from bsrnn.data.tracks import Track
 from bsrnn.errors import DatasetError

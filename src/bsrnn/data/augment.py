@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError
 
 # The choices of the ``augment`` config group (``dset.augment.name``): the dataset's own list

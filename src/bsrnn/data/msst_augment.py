@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.data.augment import Augmenter
 from bsrnn.errors import ConfigError
 

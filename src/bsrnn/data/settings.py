@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.data.activity import ActivityParams
 from bsrnn.data.augment import (
     AUGMENT_SETS,

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import signal
 from tqdm import tqdm
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.audio import audio_info, write_audio
 from bsrnn.data.tracks import MIXTURE, MUSDB_STEMS
 from bsrnn.errors import AudioError, DatasetError

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError, reject_unknown_keys
 
 #: Keys of a ``src_mod`` preset that describe the run, not the network.
@@ -228,6 +228,13 @@ class LossPreference:
     multi_resolution: MultiResolutionSpec | None = None
     q: float = 0.95
     coarse: bool = True
+
+    def __post_init__(self) -> None:
+        q = checks.number(
+            "LossPreference.q", self.q, above=0, maximum=1, expected="a quantile in (0, 1]"
+        )
+        object.__setattr__(self, "q", q)
+        checks.boolean("LossPreference.coarse", self.coarse)
 
 
 #: The check of a field by its annotation (containers are checked by the config itself).

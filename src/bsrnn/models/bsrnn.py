@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.bands import JOINT_LAYOUT, TARGETS, band_widths, group_equal_widths
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import ModelConfig, SeparationModel, StftSpec, is_exporting

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.bands import mel_band_membership
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import (

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bsrnn import checks
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import (
     Framing,
