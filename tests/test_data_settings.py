@@ -71,7 +71,10 @@ def test_from_mapping_converts_and_normalises() -> None:
         ({"random_track_mix": "yes"}, r"dset.random_track_mix='yes': expected true or false"),
         ({"augmentations": ["reverb"]}, r"dset.augmentations=\['reverb'\]: expected names"),
         ({"p_silenttarget": 2}, r"dset.p_silenttarget=2: expected a probability"),
-        ({"rescale_db_min": 5, "rescale_db_max": 1}, r"dset.rescale_db_min=5.0 and rescale_db_max=1.0: expected"),
+        (
+            {"rescale_db_min": 5, "rescale_db_max": 1},
+            r"dset.rescale_db_min=5.0 and rescale_db_max=1.0: expected",
+        ),
         ({"validation_tracks": "Leaf"}, r"dset.validation_tracks='Leaf': expected 'musdb'"),
         ({"validation_tracks": -1}, r"dset.validation_tracks=-1: expected 'musdb'"),
         ({"validation_tracks": True}, r"dset.validation_tracks=True: expected 'musdb'"),
