@@ -17,7 +17,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import settings_from_config, register_schemas, run_entry
+from bsrnn.cli import register_schemas, run_entry, settings_from_config
 
 log = logging.getLogger("inference")
 register_schemas()

@@ -13,7 +13,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import settings_from_config, register_schemas, run_entry
+from bsrnn.cli import register_schemas, run_entry, settings_from_config
 
 log = logging.getLogger("prep_dataset")
 register_schemas()

@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bsrnn.cli import settings_from_config, config_to_plain, register_schemas, run_entry
+from bsrnn.cli import config_to_plain, register_schemas, run_entry, settings_from_config
 
 log = logging.getLogger("train")
 register_schemas()
