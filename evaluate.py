@@ -20,7 +20,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import build_settings, register_schemas, run_entry
+from bsrnn.cli import register_schemas, run_entry, settings_from_config
 
 log = logging.getLogger("evaluate")
 register_schemas()
@@ -30,7 +30,7 @@ def run(cfg: DictConfig):
     from bsrnn.data import prepare_toy_dataset
     from bsrnn.evaluation import run_evaluation
 
-    settings = build_settings(cfg)
+    settings = settings_from_config(cfg)
     from bsrnn.runtime import apply_matmul_precision
 
     apply_matmul_precision(cfg.trainer.get("matmul_precision", "highest"))  # as training does

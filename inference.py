@@ -17,7 +17,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import build_settings, register_schemas, run_entry
+from bsrnn.cli import register_schemas, run_entry, settings_from_config
 
 log = logging.getLogger("inference")
 register_schemas()
@@ -31,7 +31,7 @@ def run(cfg: DictConfig) -> dict:
     from bsrnn.runtime import set_num_threads
     from bsrnn.stems import file_range, separate_file
 
-    settings = build_settings(cfg)
+    settings = settings_from_config(cfg)
     from bsrnn.runtime import apply_matmul_precision
 
     apply_matmul_precision(cfg.trainer.get("matmul_precision", "highest"))  # as training does

@@ -13,7 +13,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from bsrnn.cli import build_settings, register_schemas, run_entry
+from bsrnn.cli import register_schemas, run_entry, settings_from_config
 
 log = logging.getLogger("prep_dataset")
 register_schemas()
@@ -22,7 +22,7 @@ register_schemas()
 def run(cfg: DictConfig) -> dict:
     from bsrnn.data import prepare_dataset
 
-    paths = prepare_dataset(build_settings(cfg).data, progress=True)
+    paths = prepare_dataset(settings_from_config(cfg).data, progress=True)
     for name, path in paths.items():
         log.info("activity index %s: %s", name, path)
     return paths

@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bsrnn.cli import build_settings, config_to_plain, register_schemas, run_entry
+from bsrnn.cli import config_to_plain, register_schemas, run_entry, settings_from_config
 
 log = logging.getLogger("train")
 register_schemas()
@@ -77,7 +77,7 @@ def check_same_network(ckpt_path: Any, ours: Any, theirs: Any) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from ``cfg`` (every option checked first) and fit; returns the
     checkpoint paths and final metrics."""
-    settings = build_settings(cfg)
+    settings = settings_from_config(cfg)
 
     import lightning.pytorch as L
     import torch

@@ -112,7 +112,7 @@ def test_bad_augmentation_parameters() -> None:
         AugmentationParams(p_silenttarget=-1)
     with pytest.raises(ConfigError, match="rescale_min"):
         AugmentationParams(rescale_min=2.0, rescale_max=1.0)
-    with pytest.raises(ConfigError, match=r"dset.p_channelswap=-0.1 is not a probability"):
+    with pytest.raises(ConfigError, match=r"dset.p_channelswap=-0.1: expected a probability"):
         DataSettings(p_channelswap=-0.1)
     with pytest.raises(ConfigError, match=r"dset.rescale_min=2.0 and rescale_max=1.0"):
         DataSettings(rescale_min=2.0, rescale_max=1.0)

@@ -193,7 +193,7 @@ def test_toy_params_checked() -> None:
         ToyParams(min_duration=5.0, max_duration=4.0)
     with pytest.raises(ConfigError, match="n_train"):
         ToyParams(n_train=0)
-    with pytest.raises(ConfigError, match="toy.seed=1.5 must be an integer"):
+    with pytest.raises(ConfigError, match="dset.toy.seed=1.5: expected an integer"):
         ToyParams(seed=1.5)
 
 

@@ -93,19 +93,19 @@ def test_masked_mse_trains_and_validation_logs_metrics(toy_data, tmp_path):
 def test_masked_mse_options_are_checked(override, message, toy_data, tmp_path):
     from conftest import run_config
 
-    from bsrnn.cli import build_settings
+    from bsrnn.cli import settings_from_config
 
     cfg = run_config(small_overrides(toy_data, tmp_path) + ["optim.loss_type=masked_mse", override])
     with pytest.raises(ConfigError, match=message):
-        build_settings(cfg)
+        settings_from_config(cfg)
 
 
 @pytest.mark.parametrize("value", ["1.0", "0", "-0.5", "true"])
 def test_ema_momentum_is_checked(value, toy_data, tmp_path):
     from conftest import run_config
 
-    from bsrnn.cli import build_settings
+    from bsrnn.cli import settings_from_config
 
     cfg = run_config(small_overrides(toy_data, tmp_path) + [f"optim.ema_momentum={value}"])
     with pytest.raises(ConfigError, match="optim.ema_momentum"):
-        build_settings(cfg)
+        settings_from_config(cfg)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402, F401  (registers the settings schemas)
-from bsrnn.cli import build_settings  # noqa: E402
+from bsrnn.cli import settings_from_config  # noqa: E402
 from bsrnn.models import architecture, build_model, count_parameters  # noqa: E402
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
@@ -132,7 +132,7 @@ def _is_probability(key: str) -> bool:
 def test_experiment_sets_what_its_source_did(name):
     source = SOURCES[name]
     cfg = compose_experiment(name)
-    settings = build_settings(cfg)
+    settings = settings_from_config(cfg)
     model = settings.model
     assert cfg.src_mod.name == source["preset"]
     assert model.targets == source["targets"]
@@ -190,7 +190,7 @@ def _is_probability(key: str) -> bool:
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_network_has_the_published_size(name):
     source = SOURCES[name]
-    settings = build_settings(compose_experiment(name))
+    settings = settings_from_config(compose_experiment(name))
     import torch
 
     with torch.device("meta"):

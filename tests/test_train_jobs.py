@@ -21,7 +21,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402, F401  (registers the schemas)
-from bsrnn.cli import build_settings  # noqa: E402
+from bsrnn.cli import settings_from_config  # noqa: E402
 
 
 def active_lines(path: Path) -> list[str]:
@@ -62,7 +62,7 @@ def test_params_lines_are_valid_training_configs():
         for line in lines:
             assert line.startswith('"') and line.endswith('"'), line  # the seed's quoted form
             cfg = compose("config", overrides=shlex.split(line)[0].split())
-            build_settings(cfg)  # raises on an invalid option
+            settings_from_config(cfg)  # raises on an invalid option
 
 
 def test_run_train_gives_each_variant_its_place_and_resumes(stubs):

@@ -6,14 +6,14 @@ with torch, ``bsrnn.onnx_runtime`` with numpy: both read it from here.
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError
 
 FADER_LAYOUTS = ("reference", "even")
@@ -26,10 +26,6 @@ _MAPPING_KEYS = {
     "batch_chunks": "batch_chunks",
     "fader_layout": "layout",
 }
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -53,44 +49,47 @@ class ChunkSettings:
     layout: str = "reference"
 
     def __post_init__(self) -> None:
-        seg, ov, hop = self.segment_len, self.overlap, self.hop_size
-        if seg is not None:
-            if not _is_real(seg) or not math.isfinite(seg) or not seg > 0:
-                raise ConfigError(
-                    f"eval.segment_len must be a number of seconds > 0 (or null: the model's "
-                    f"preferred segment), got {seg!r}"
-                )
-            object.__setattr__(self, "segment_len", float(seg))
-        if not _is_real(ov) or not 0 <= ov < 1:
-            raise ConfigError(
-                f"eval.overlap must be a fraction of the segment in [0, 1), got {ov!r}"
+        set_ = functools.partial(object.__setattr__, self)
+        seg = checks.number(
+            "eval.segment_len",
+            self.segment_len,
+            above=0,
+            optional=True,
+            expected="seconds > 0 (null: the model's preferred segment)",
+        )
+        set_("segment_len", seg)
+        set_(
+            "overlap",
+            checks.number(
+                "eval.overlap",
+                self.overlap,
+                minimum=0,
+                below=1,
+                expected="a fraction of the segment in [0, 1)",
+            ),
+        )
+        hop = checks.number(
+            "eval.hop_size",
+            self.hop_size,
+            above=0,
+            optional=True,
+            expected="seconds > 0 (null: the linear fader)",
+        )
+        if hop is not None and seg is not None and hop > seg:
+            checks.fail(
+                "eval.hop_size",
+                hop,
+                f"at most eval.segment_len={seg} s (else parts of the track are not covered)",
             )
-        object.__setattr__(self, "overlap", float(ov))
-        if hop is not None:
-            if not _is_real(hop) or not math.isfinite(hop) or not hop > 0:
-                raise ConfigError(
-                    f"eval.hop_size must be a number of seconds > 0 (or null: the linear "
-                    f"fader), got {hop!r}"
-                )
-            if seg is not None and hop > seg:
-                raise ConfigError(
-                    f"eval.hop_size ({hop} s) must not exceed eval.segment_len ({seg} s): "
-                    "parts of the track would not be covered"
-                )
-            object.__setattr__(self, "hop_size", float(hop))
-        bc = self.batch_chunks
-        if bc is not None:
-            if not isinstance(bc, Integral) or isinstance(bc, bool) or bc < 1:
-                raise ConfigError(
-                    f"eval.batch_chunks must be an integer >= 1 (or null: 1 on the CPU, 4 on "
-                    f"a GPU), got {bc!r}"
-                )
-            object.__setattr__(self, "batch_chunks", int(bc))
-        if self.layout not in FADER_LAYOUTS:
-            raise ConfigError(
-                f"eval.fader_layout must be one of {', '.join(map(repr, FADER_LAYOUTS))}, "
-                f"got {self.layout!r}"
-            )
+        set_("hop_size", hop)
+        checks.integer(
+            "eval.batch_chunks",
+            self.batch_chunks,
+            minimum=1,
+            optional=True,
+            expected="an integer >= 1 (null: 1 on the CPU, 4 on a GPU)",
+        )
+        checks.choice("eval.fader_layout", self.layout, FADER_LAYOUTS)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> ChunkSettings:
@@ -100,7 +99,7 @@ class ChunkSettings:
         if mapping is None:
             return cls()
         if not isinstance(mapping, Mapping):
-            raise ConfigError(f"the eval config must be a mapping, got {type(mapping).__name__}")
+            checks.fail("eval", mapping, "a mapping")
         return cls(
             **{field: mapping[key] for key, field in _MAPPING_KEYS.items() if key in mapping}
         )

@@ -10,12 +10,13 @@ import this module; everything below them receives typed settings and plain valu
   (:class:`~bsrnn.settings.OptimSettings`), ``scheduler/_defaults``
   (:class:`~bsrnn.settings.SchedulerSettings`), ``dset/_toy_generator`` (the stand-in
   generator's :class:`~bsrnn.data.toy.ToyParams`) and ``eval/_defaults``
-  (:class:`~bsrnn.evaluation.EvalSettings` and :class:`~bsrnn.chunking.ChunkSettings`). The
+  (:class:`~bsrnn.evaluation.EvalSettings` and :class:`~bsrnn.chunking.ChunkSettings`), and
+  ``_run_defaults`` (top level: the run's ``seed``, whose default is ``DataSettings.seed``). The
   YAML files of ``conf/`` start from them (``defaults: [_defaults, _self_]``), so each states
   only what differs, every option can be overridden on the command line, and a default is
   written once: in its dataclass.
-- :func:`build_settings`: the run's :class:`~bsrnn.settings.RunSettings` from the composed
-  config, every key checked once.
+- :func:`settings_from_config`: the run's :class:`~bsrnn.settings.RunSettings` from the
+  composed config, every key checked once.
 - :func:`run_entry`: a domain error (:class:`~bsrnn.errors.BsrnnError`) prints one line and
   exits 1; anything else is a bug and keeps its traceback.
 """
@@ -64,6 +65,8 @@ def register_schemas() -> None:
     eval_defaults = {**dataclasses.asdict(EvalSettings()), **ChunkSettings().to_mapping()}
     store.store(group="eval", name="_defaults", node=_yaml_value(eval_defaults))
     data_defaults = _yaml_value(dataclasses.asdict(DataSettings()))
+    # the run's seed defaults to the dataset's (one default), and dset.seed follows the run's
+    store.store(name="_run_defaults", node={"seed": data_defaults["seed"]})
     data_defaults.update(sample_rate="${sample_rate}", seed="${seed}")
     store.store(group="dset", name="_defaults", node=data_defaults)
     toy = _yaml_value(dataclasses.asdict(ToyParams()))
@@ -90,12 +93,13 @@ def config_to_plain(cfg: Any) -> dict[str, Any]:
         raise ConfigError(f"cannot resolve {key}: {err.msg}") from None
 
 
-def build_settings(cfg: Any):
-    """The run's :class:`~bsrnn.settings.RunSettings` from the composed config: every key of
-    every group checked once, before anything runs."""
-    from bsrnn.settings import build_settings as build
+def settings_from_config(cfg: Any):
+    """The run's :class:`~bsrnn.settings.RunSettings` from the composed (Hydra) config: its
+    interpolations resolved, then every key of every group checked once
+    (:func:`bsrnn.settings.build_settings`), before anything runs."""
+    from bsrnn.settings import build_settings
 
-    return build(config_to_plain(cfg))
+    return build_settings(config_to_plain(cfg))
 
 
 def run_entry(script: str, fn: Callable[[], T]) -> T:

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+import bsrnn.checks as checks
 from bsrnn.audio import fit_length, write_audio
 from bsrnn.chunking import ChunkSettings
 from bsrnn.data import DataSettings, Track, read_track_audio
@@ -107,41 +108,52 @@ class EvalSettings:
         object.__setattr__(self, "sdr_type", normalize_sdr_type(self.sdr_type))
         if self.metrics is not None:
             if isinstance(self.metrics, str) or not self.metrics:
-                raise ConfigError(f"invalid eval.metrics={self.metrics!r}: expected a non-empty "
-                                  "list, e.g. [usdr, si_sdr, bleedless, fullness]")  # fmt: skip
+                checks.fail(
+                    "eval.metrics",
+                    self.metrics,
+                    "a non-empty list, e.g. [usdr, si_sdr, bleedless, fullness]",
+                )
             names = tuple(dict.fromkeys(normalize_metric(m) for m in self.metrics))
             object.__setattr__(self, "metrics", names)
-        precision = str(self.precision).strip().lower()
-        if precision not in PRECISIONS:
-            raise ConfigError(
-                f"unknown eval.precision={self.precision!r}: expected one of "
-                f"{', '.join(PRECISIONS)}"
-            )
+        precision = self.precision.strip().lower() if isinstance(self.precision, str) else None
+        checks.choice("eval.precision", precision or self.precision, PRECISIONS)
         object.__setattr__(self, "precision", precision)
-        w = self.wiener_iterations
-        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-            raise ConfigError(
-                f"eval.wiener_iterations must be an integer >= 0 (0: no Wiener filter), got {w!r}"
+        checks.integer(
+            "eval.wiener_iterations",
+            self.wiener_iterations,
+            minimum=0,
+            expected="an integer >= 0 (0: no Wiener filter)",
+        )
+        checks.choice("eval.museval_backend", self.museval_backend, BACKENDS)
+        for key in ("sdr_win", "sdr_hop"):
+            object.__setattr__(
+                self,
+                key,
+                checks.number(f"eval.{key}", getattr(self, key), above=0, expected="seconds > 0"),
             )
-        if self.museval_backend not in BACKENDS:
-            raise ConfigError(
-                f"unknown eval.museval_backend={self.museval_backend!r}: expected one of "
-                f"{', '.join(BACKENDS)}"
-            )
-        if not (self.sdr_win > 0 and self.sdr_hop > 0):
-            raise ConfigError(
-                f"eval.sdr_win and eval.sdr_hop must be > 0 seconds, got {self.sdr_win}, "
-                f"{self.sdr_hop}"
-            )
-        if self.baseline is not None and self.baseline not in BASELINES:
-            raise ConfigError(
-                f"unknown eval.baseline={self.baseline!r}: expected null or {', '.join(BASELINES)}"
-            )
-        if self.num_workers < 0 or (self.num_threads is not None and self.num_threads < 0):
-            raise ConfigError(
-                f"eval.num_workers={self.num_workers} and eval.num_threads={self.num_threads} "
-                "must be >= 0"
-            )
+        checks.choice("eval.baseline", self.baseline, BASELINES, optional=True)
+        checks.integer("eval.num_workers", self.num_workers, minimum=0)
+        checks.integer(
+            "eval.num_threads",
+            self.num_threads,
+            minimum=0,
+            optional=True,
+            expected="an integer >= 0 (0: one per core; null: all physical cores)",
+        )
+        for key in (
+            "strict",
+            "progress",
+            "allow_random_weights",
+            "resume",
+            "verbose_per_track",
+            "tta",
+            "wiener_residual",
+            "wiener_softmask",
+        ):
+            checks.boolean(f"eval.{key}", getattr(self, key))
+        checks.text("eval.device", self.device, expected="auto, cpu, cuda or cuda:<n>")
+        checks.text("eval.subset", self.subset, expected="a split of the dataset (test, valid)")
+        checks.text("eval.rec_dir", self.rec_dir, optional=True, expected="a folder")
 
     @property
     def metric_names(self) -> tuple[str, ...]:

@@ -216,14 +216,14 @@ class MaskedMSELoss(nn.Module):
     training batch, whole-track validation) gets the plain MSE instead.
 
     ``forward(est [B, S, C, T], ref [B, S, C, T], est_stfts=None) -> scalar`` (``est_stfts``
-    is ignored: the loss is on the waveform).
+    is ignored: the loss is on the waveform). ``q`` in (0, 1] is trusted as given
+    (:class:`~bsrnn.settings.OptimSettings` and :class:`~bsrnn.models.base.LossPreference`
+    check it).
     """
 
     def __init__(self, q: float = 0.95, coarse: bool = True) -> None:
         super().__init__()
-        if not 0.0 < q <= 1.0:
-            raise ConfigError(f"invalid optim.loss_q={q!r}: expected a quantile in (0, 1]")
-        self.q = float(q)
+        self.q = float(q)  # checked where it is set: optim.loss_q, LossPreference.q
         self.coarse = bool(coarse)
 
     def extra_repr(self) -> str:

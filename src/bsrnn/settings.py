@@ -20,11 +20,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError, reject_unknown_keys
 
 #: ``optim.monitor_val`` -> (logged metric, better direction).
@@ -40,41 +40,6 @@ SCHEDULER_RUN_KEYS = ("interval", "monitor", "frequency", "warmup_steps")
 # --------------------------------------------------------------------------------------------
 # Checking values
 # --------------------------------------------------------------------------------------------
-def _number(key: str, value: Any, *, positive: bool = False, minimum: float | None = None):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"invalid {key}={value!r}: expected a number")
-    if positive and not value > 0:
-        raise ConfigError(f"invalid {key}={value!r}: expected a number > 0")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"invalid {key}={value!r}: expected a number >= {minimum:g}")
-    return float(value)
-
-
-def _integer(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"invalid {key}={value!r}: expected an integer >= {minimum}")
-    return int(value)
-
-
-def _choice(key: str, value: Any, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ConfigError(f"invalid {key}={value!r}: expected one of {', '.join(valid)}")
-    return str(value)
-
-
-def _boolean(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"invalid {key}={value!r}: expected true or false")
-    return value
-
-
-def _fraction(key: str, value: Any, expected: str, maximum: float) -> float:
-    """A number in ``(0, maximum]``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= maximum:
-        raise ConfigError(f"invalid {key}={value!r}: expected {expected}")
-    return float(value)
-
-
 def _locate(key: str, target: Any) -> Callable[..., Any]:
     """The class or function a ``_target_`` names (ConfigError naming ``key`` otherwise)."""
     import importlib
@@ -111,19 +76,14 @@ def _check_kwargs(where: str, fn: Callable[..., Any], kwargs: Mapping[str, Any])
         default = param.default
         name = f"{where}.{key}"
         if isinstance(default, bool):
-            _boolean(name, value)
+            checks.boolean(name, value)
         elif isinstance(default, int | float) and default is not None:
-            _number(name, value)
+            checks.number(name, value)
         elif isinstance(default, tuple) and all(isinstance(d, int | float) for d in default):
-            if not isinstance(value, list | tuple) or len(value) != len(default):
-                raise ConfigError(
-                    f"invalid {name}={value!r}: expected {len(default)} numbers, e.g. "
-                    f"{list(default)}"
-                )
-            for item in value:
-                _number(name, item)
+            what = f"{len(default)} numbers, e.g. {list(default)}"
+            checks.numbers(name, value, length=len(default), expected=what)
         elif param.annotation in (int, "int") and default is inspect.Parameter.empty:
-            _integer(name, value, minimum=0)
+            checks.integer(name, value, minimum=0)
 
 
 def _build_once(where: str, build: Callable[[], Any]) -> Any:
@@ -177,43 +137,43 @@ class OptimSettings:
         from bsrnn.losses import L1_LOSS_DOMAINS, LOSS_BUILDERS, LOSS_DOMAINS, MASKED_MSE
 
         set_ = functools.partial(object.__setattr__, self)
-        set_("lr", _number("optim.lr", self.lr, minimum=0.0))
-        if self.loss_type is not None:
-            set_("loss_type", _choice("optim.loss_type", self.loss_type, tuple(LOSS_BUILDERS)))
-        set_("loss_q", _fraction("optim.loss_q", self.loss_q, "a quantile in (0, 1]", 1.0))
-        _boolean("optim.loss_coarse", self.loss_coarse)
-        if self.ema_momentum is not None:
-            momentum = _fraction("optim.ema_momentum", self.ema_momentum,
-                                 "null or a momentum in (0, 1)", 1.0 - 1e-12)  # fmt: skip
-            set_("ema_momentum", momentum)
+        set_("lr", checks.number("optim.lr", self.lr, minimum=0.0))
+        checks.choice("optim.loss_type", self.loss_type, tuple(LOSS_BUILDERS), optional=True)
+        q = checks.number(
+            "optim.loss_q", self.loss_q, above=0, maximum=1, expected="a quantile in (0, 1]"
+        )
+        set_("loss_q", q)
+        checks.boolean("optim.loss_coarse", self.loss_coarse)
+        momentum = checks.number(
+            "optim.ema_momentum", self.ema_momentum, above=0, below=1, optional=True
+        )
+        set_("ema_momentum", momentum)
         if self.loss_type == MASKED_MSE and self.loss_domain not in (None, "t"):
             raise ConfigError(
                 f"invalid optim.loss_domain={self.loss_domain!r} with optim.loss_type="
                 f"{MASKED_MSE}: MSST's masked loss is on the waveform (null or t)"
             )
         if self.loss_domain is not None:
-            _choice("optim.loss_domain", self.loss_domain, LOSS_DOMAINS + L1_LOSS_DOMAINS)
+            checks.choice("optim.loss_domain", self.loss_domain, LOSS_DOMAINS + L1_LOSS_DOMAINS)
             if self.loss_domain in L1_LOSS_DOMAINS and self.loss_type not in (None, "L1"):
                 raise ConfigError(
                     f"invalid optim.loss_type={self.loss_type!r} with optim.loss_domain="
                     f"{self.loss_domain!r}: MSST's loss is L1 (optim.loss_type=L1)"
                 )
-        _choice("optim.monitor_val", self.monitor_val, tuple(MONITORS))
-        _choice("optim.val_loss", self.val_loss, VAL_LOSSES)
-        set_("max_epochs", _integer("optim.max_epochs", self.max_epochs, 1))
-        if self.patience is not None:
-            set_("patience", _integer("optim.patience", self.patience, 1))
-        if self.grad_clip_norm is not None:
-            clip = _number("optim.grad_clip_norm", self.grad_clip_norm, positive=True)
-            set_("grad_clip_norm", clip)
-        accumulate = _integer("optim.accumulate_grad_batches", self.accumulate_grad_batches, 1)
-        set_("accumulate_grad_batches", accumulate)
-        _boolean("optim.scale_lr", self.scale_lr)
+        checks.choice("optim.monitor_val", self.monitor_val, tuple(MONITORS))
+        checks.choice("optim.val_loss", self.val_loss, VAL_LOSSES)
+        checks.integer("optim.max_epochs", self.max_epochs, minimum=1)
+        checks.integer("optim.patience", self.patience, minimum=1, optional=True)
+        clip = checks.number("optim.grad_clip_norm", self.grad_clip_norm, above=0, optional=True)
+        set_("grad_clip_norm", clip)
+        checks.integer("optim.accumulate_grad_batches", self.accumulate_grad_batches, minimum=1)
+        checks.boolean("optim.scale_lr", self.scale_lr)
         node = self.optimizer
         if not isinstance(node, Mapping) or "_target_" not in node:
-            raise ConfigError(
-                f"invalid optim.optimizer={node!r}: expected a mapping with a _target_ "
-                "(e.g. torch.optim.Adam) and its keyword arguments"
+            checks.fail(
+                "optim.optimizer",
+                node,
+                "a mapping with a _target_ (e.g. torch.optim.Adam) and its keyword arguments",
             )
         kwargs = {k: v for k, v in node.items() if k not in ("_target_", "_partial_")}
         if "lr" in kwargs:
@@ -267,16 +227,12 @@ class SchedulerSettings:
     warmup_steps: int = 0
 
     def __post_init__(self) -> None:
-        _choice("scheduler.interval", self.interval, INTERVALS)
-        if not isinstance(self.monitor, str) or not self.monitor:
-            raise ConfigError(
-                f"invalid scheduler.monitor={self.monitor!r}: expected a logged metric name "
-                "(val/loss, val/usdr)"
-            )
-        object.__setattr__(self, "frequency", _integer("scheduler.frequency", self.frequency, 1))
-        object.__setattr__(
-            self, "warmup_steps", _integer("scheduler.warmup_steps", self.warmup_steps, 0)
+        checks.choice("scheduler.interval", self.interval, INTERVALS)
+        checks.text(
+            "scheduler.monitor", self.monitor, expected="a logged metric name (val/loss, val/usdr)"
         )
+        checks.integer("scheduler.frequency", self.frequency, minimum=1)
+        checks.integer("scheduler.warmup_steps", self.warmup_steps, minimum=0)
         if self.node is not None:
             kwargs = {k: v for k, v in self.node.items() if k not in ("_target_", "_partial_")}
             cls = _locate("scheduler._target_", self.node.get("_target_"))
@@ -289,7 +245,7 @@ class SchedulerSettings:
         if mapping is None:
             return cls()
         if not isinstance(mapping, Mapping):
-            raise ConfigError(f"invalid scheduler={mapping!r}: expected a mapping")
+            checks.fail("scheduler", mapping, "a mapping")
         run = {k: mapping[k] for k in SCHEDULER_RUN_KEYS if k in mapping}
         node = {k: v for k, v in mapping.items() if k not in SCHEDULER_RUN_KEYS}
         return cls(node=node or None, **run)
@@ -331,7 +287,7 @@ _TOP_LEVEL = {
     "seed": "an integer",
     "out_dir": "a folder",
     "sample_rate": "an integer",
-    "targets": "a list of stems",
+    "targets": "a list of stem names",
     "offset": "seconds",
     "max_len": "seconds or null",
     "fast_tr": "true or false",
@@ -432,23 +388,19 @@ def build_settings(config: Mapping[str, Any]) -> RunSettings:
             "; use dset.batch_size >= 2 or optim.loss_type=MSE"
         )
 
-    seed = _integer("seed", config.get("seed", 42), 0)
+    # the run's seed: the top-level key (which dset.seed follows), by default dset's own
+    seed = checks.integer("seed", config.get("seed", data.seed), minimum=0)
     targets = config.get("targets") or []
     if isinstance(targets, str):
         targets = [targets]
-    if not isinstance(targets, list | tuple) or not all(isinstance(t, str) for t in targets):
-        raise ConfigError(f"invalid targets={targets!r}: expected a list of stem names")
-    offset = _number("offset", config.get("offset") or 0.0, minimum=0.0)
-    max_len = config.get("max_len")
-    if max_len is not None:
-        max_len = _number("max_len", max_len, positive=True)
-    fast_tr = _boolean("fast_tr", config.get("fast_tr", False))
+    targets = checks.names("targets", targets, expected=_TOP_LEVEL["targets"])
+    offset = checks.number("offset", config.get("offset") or 0.0, minimum=0.0)
+    max_len = checks.number("max_len", config.get("max_len"), above=0, optional=True)
+    fast_tr = checks.boolean("fast_tr", config.get("fast_tr", False))
     for key in ("out_dir", "tb_dir"):
-        if not isinstance(config.get(key), str) or not config[key]:
-            raise ConfigError(f"invalid {key}={config.get(key)!r}: expected {_TOP_LEVEL[key]}")
+        checks.text(key, config.get(key), expected=_TOP_LEVEL[key])
     for key in ("ckpt_path", "model_dir"):
-        if config.get(key) is not None and not isinstance(config[key], str):
-            raise ConfigError(f"invalid {key}={config[key]!r}: expected {_TOP_LEVEL[key]}")
+        checks.text(key, config.get(key), optional=True, expected=_TOP_LEVEL[key])
     extra = {k: v for k, v in config.items() if k not in _TOP_LEVEL and not _is_group(k)}
     return RunSettings(
         arch=arch,

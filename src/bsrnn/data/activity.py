@@ -14,6 +14,7 @@ records the parameters it was computed with.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -25,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import bsrnn.checks as checks
 from bsrnn.audio import read_audio
 from bsrnn.data.tracks import Track
-from bsrnn.errors import ConfigError, DatasetError
+from bsrnn.errors import DatasetError
 from bsrnn.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -48,20 +50,16 @@ class ActivityParams:
     active_fraction: float = 0.5  # a window is active when MORE than this fraction is above
 
     def __post_init__(self) -> None:
-        if self.win_duration <= 0:
-            raise ConfigError(f"activity.win_duration={self.win_duration} must be positive")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ConfigError(f"activity.overlap={self.overlap} must be in [0, 1)")
-        if isinstance(self.n_chunks, bool) or not isinstance(self.n_chunks, int):
-            raise ConfigError(f"activity.n_chunks={self.n_chunks!r} must be an integer")
-        if self.n_chunks < 1:
-            raise ConfigError(f"activity.n_chunks={self.n_chunks} must be at least 1")
-        if self.gamma < 0:
-            raise ConfigError(f"activity.gamma={self.gamma} must not be negative")
-        if not 0.0 <= self.quantile <= 1.0:
-            raise ConfigError(f"activity.quantile={self.quantile} must be in [0, 1]")
-        if not 0.0 <= self.active_fraction < 1.0:
-            raise ConfigError(f"activity.active_fraction={self.active_fraction} must be in [0, 1)")
+        where, set_ = "dset.activity", functools.partial(object.__setattr__, self)
+        set_("win_duration", checks.number(f"{where}.win_duration", self.win_duration, above=0))
+        set_("overlap", checks.number(f"{where}.overlap", self.overlap, minimum=0, below=1))
+        set_("n_chunks", checks.integer(f"{where}.n_chunks", self.n_chunks, minimum=1))
+        set_("gamma", checks.number(f"{where}.gamma", self.gamma, minimum=0))
+        set_("quantile", checks.number(f"{where}.quantile", self.quantile, minimum=0, maximum=1))
+        fraction = checks.number(
+            f"{where}.active_fraction", self.active_fraction, minimum=0, below=1
+        )
+        set_("active_fraction", fraction)
 
     def chunk_frames(self, sample_rate: int) -> int:
         return max(1, int(round(self.win_duration * sample_rate)) // self.n_chunks)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError
 
 # The choices of the ``augment`` config group (``dset.augment.name``): the dataset's own list
@@ -43,20 +44,15 @@ class AugmentationParams:
     p_silenttarget: float = 0.1  # probability that `silenttarget` removes a target
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.rescale_min <= self.rescale_max:
-            raise ConfigError(
-                f"rescale_min={self.rescale_min} and rescale_max={self.rescale_max}: "
-                "expected 0 <= rescale_min <= rescale_max"
-            )
-        if not self.rescale_db_min <= self.rescale_db_max:
-            raise ConfigError(
-                f"rescale_db_min={self.rescale_db_min} must not exceed "
-                f"rescale_db_max={self.rescale_db_max}"
-            )
+        for key in ("rescale_min", "rescale_max", "rescale_db_min", "rescale_db_max"):
+            object.__setattr__(self, key, checks.number(f"dset.{key}", getattr(self, key)))
+        checks.number("dset.rescale_min", self.rescale_min, minimum=0.0)
+        checks.ordered("dset", "rescale_min", self.rescale_min, "rescale_max", self.rescale_max)
+        checks.ordered(
+            "dset", "rescale_db_min", self.rescale_db_min, "rescale_db_max", self.rescale_db_max
+        )
         for key in ("p_channelswap", "p_silentsource", "p_silenttarget"):
-            value = getattr(self, key)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{key}={value} is not a probability in [0, 1]")
+            object.__setattr__(self, key, checks.probability(f"dset.{key}", getattr(self, key)))
 
 
 def rescale(audio: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+import bsrnn.checks as checks
 from bsrnn.data.augment import Augmenter
 from bsrnn.errors import ConfigError
 
@@ -205,7 +206,7 @@ def check_effects(effects: Mapping[str, Any], where: str) -> dict[str, Any]:
     [0, 1], ranges ``low <= high`` present for every effect that is on. ``where`` names the
     config path in messages (``dset.augment.all``)."""
     if not isinstance(effects, Mapping):
-        raise ConfigError(f"invalid {where}={effects!r}: expected a mapping of MSST effect keys")
+        checks.fail(where, effects, "a mapping of MSST effect keys")
     unknown = [k for k in effects if k not in EFFECT_KEYS]
     if unknown:
         raise ConfigError(
@@ -216,26 +217,23 @@ def check_effects(effects: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key, value in out.items():
         if key == "mp3_compression_backend":
             if value not in MP3_BACKENDS:
-                raise ConfigError(
-                    f"invalid {where}.{key}={value!r}: expected one of {', '.join(MP3_BACKENDS)} "
-                    "(audiomentations 0.43's lameenc backend cannot compensate the encoder delay)"
+                checks.fail(
+                    f"{where}.{key}",
+                    value,
+                    f"one of {', '.join(MP3_BACKENDS)} "
+                    "(audiomentations 0.43's lameenc cannot compensate the encoder delay)",
                 )
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise ConfigError(f"invalid {where}.{key}={value!r}: expected a number")
-        out[key] = float(value)
+        out[key] = checks.number(f"{where}.{key}", value)
     for effect, ranges in EFFECT_RANGES.items():
-        p = out.get(effect, 0.0)
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"invalid {where}.{effect}={p!r}: expected a probability in [0, 1]")
+        p = checks.probability(f"{where}.{effect}", out.get(effect, 0.0))
         if p == 0.0:
             continue
         for low, high in ranges:
             missing = [k for k in (low, high) if k not in out]
             if missing:
                 raise ConfigError(f"{where}.{effect}={p} needs {', '.join(missing)}")
-            if out[low] > out[high]:
-                raise ConfigError(f"invalid {where}: {low}={out[low]} exceeds {high}={out[high]}")
+            checks.ordered(where, low, out[low], high, out[high])
     return out
 
 

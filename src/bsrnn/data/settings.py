@@ -10,13 +10,13 @@ naming ``dset.<key>`` and what was expected, before anything is read or built.
 
 from __future__ import annotations
 
-import math
-import os
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+import bsrnn.checks as checks
 from bsrnn.data.activity import ActivityParams
 from bsrnn.data.augment import (
     AUGMENT_SETS,
@@ -92,53 +92,55 @@ class AugmentSettings:
     )
 
     def __post_init__(self) -> None:
-        where = "dset.augment"
+        where, set_ = "dset.augment", functools.partial(object.__setattr__, self)
         if self.name not in AUGMENT_SETS:
-            raise ConfigError(
-                f"invalid {where}.name={self.name!r}: expected one of {', '.join(AUGMENT_SETS)} "
-                "(augment=<name>)"
+            checks.fail(
+                f"{where}.name", self.name, f"one of {', '.join(AUGMENT_SETS)} (augment=<name>)"
             )
         for key in ("loudness", "mixup"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"invalid {where}.{key}={getattr(self, key)!r}: expected true "
-                                  "or false")  # fmt: skip
-        probs = self.mixup_probs
-        if isinstance(probs, str) or not isinstance(probs, Sequence):
-            raise ConfigError(f"invalid {where}.mixup_probs={probs!r}: expected a list")
-        if not all(_is_number(p) and 0.0 <= p <= 1.0 for p in probs):
-            raise ConfigError(
-                f"invalid {where}.mixup_probs={list(probs)!r}: expected probabilities in [0, 1]"
-            )
-        object.__setattr__(self, "mixup_probs", tuple(float(p) for p in probs))
+            checks.boolean(f"{where}.{key}", getattr(self, key))
+        probs = checks.numbers(
+            f"{where}.mixup_probs",
+            self.mixup_probs,
+            minimum=0.0,
+            maximum=1.0,
+            expected="a list of probabilities in [0, 1]",
+        )
+        set_("mixup_probs", probs)
         for low, high in (
             ("loudness_min", "loudness_max"),
             ("mixup_loudness_min", "mixup_loudness_max"),
-            ("mp3_compression_on_mixture_bitrate_min", "mp3_compression_on_mixture_bitrate_max"),
         ):
-            lo, hi = getattr(self, low), getattr(self, high)
-            if not (_is_number(lo) and _is_number(hi) and lo <= hi):
-                raise ConfigError(
-                    f"invalid {where}.{low}={lo!r} and {high}={hi!r}: expected numbers, low <= high"
-                )
-        p = self.mp3_compression_on_mixture
-        if not (_is_number(p) and 0.0 <= p <= 1.0):
-            raise ConfigError(
-                f"invalid {where}.mp3_compression_on_mixture={p!r}: expected a probability"
-            )
-        if self.mp3_compression_on_mixture_backend not in MP3_BACKENDS:
-            raise ConfigError(
-                f"invalid {where}.mp3_compression_on_mixture_backend="
-                f"{self.mp3_compression_on_mixture_backend!r}: expected one of "
-                f"{', '.join(MP3_BACKENDS)}"
-            )
-        object.__setattr__(self, "all", check_effects(self.all, f"{where}.all"))
+            set_(low, checks.number(f"{where}.{low}", getattr(self, low)))
+            set_(high, checks.number(f"{where}.{high}", getattr(self, high)))
+            checks.ordered(where, low, getattr(self, low), high, getattr(self, high))
+        bitrate = "mp3_compression_on_mixture_bitrate"
+        for key in (f"{bitrate}_min", f"{bitrate}_max"):
+            checks.integer(f"{where}.{key}", getattr(self, key), minimum=1)
+        checks.ordered(
+            where,
+            f"{bitrate}_min",
+            getattr(self, f"{bitrate}_min"),
+            f"{bitrate}_max",
+            getattr(self, f"{bitrate}_max"),
+        )
+        p = checks.probability(
+            f"{where}.mp3_compression_on_mixture", self.mp3_compression_on_mixture
+        )
+        set_("mp3_compression_on_mixture", p)
+        checks.choice(
+            f"{where}.mp3_compression_on_mixture_backend",
+            self.mp3_compression_on_mixture_backend,
+            MP3_BACKENDS,
+        )
+        set_("all", check_effects(self.all, f"{where}.all"))
         if not isinstance(self.stems, Mapping):
-            raise ConfigError(f"invalid {where}.stems={self.stems!r}: expected a mapping")
+            checks.fail(f"{where}.stems", self.stems, "a mapping")
         stems = {}
         for stem, section in self.stems.items():
             stems[stem] = check_effects(section, f"{where}.stems.{stem}")
             check_effects({**self.all, **stems[stem]}, f"{where}.stems.{stem} (with all)")
-        object.__setattr__(self, "stems", stems)
+        set_("stems", stems)
         if self.name == "msst":
             needed = modules_needed([self.all, *stems.values()], p)
             missing = missing_modules(needed)
@@ -154,13 +156,13 @@ class AugmentSettings:
         if isinstance(mapping, cls):
             return mapping
         if not isinstance(mapping, Mapping):
-            _bad("augment", mapping, "a mapping (the augment group: augment=reference|msst|none)")
+            checks.fail(
+                "dset.augment",
+                mapping,
+                "a mapping (the augment group: augment=reference|msst|none)",
+            )
         reject_unknown_keys(mapping, [f.name for f in fields(cls)], "dset.augment")
         return cls(**mapping)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -245,60 +247,63 @@ class DataSettings:
         return cls(**mapping)
 
     def __post_init__(self) -> None:
-        self._check_text("name")
-        for key in ("data_dir", "sad_dir"):
-            value = getattr(self, key)
-            if value is None and key == "sad_dir":
-                continue
-            if not isinstance(value, (str, os.PathLike)) or not str(value):
-                _bad(key, value, "a folder path")
-            self._set(key, Path(value))
-        self._check_int("sample_rate", minimum=1)
-        self._set("sources", self._names("sources", self.sources))
-        if not self.sources:
-            _bad("sources", self.sources, "at least one source name")
-        if len(set(self.sources)) != len(self.sources) or MIXTURE in self.sources:
-            _bad("sources", list(self.sources), f"distinct stem names other than {MIXTURE!r}")
-        self._check_choice("sampling", SAMPLINGS)
-        self._check_float("seq_duration", positive=True)
-        self._check_int("samples_per_track", minimum=1, optional=True)
-        self._check_int("n_samples", minimum=1, optional=True)
+        set_ = functools.partial(object.__setattr__, self)
+        checks.text("dset.name", self.name)
+        set_(
+            "data_dir", Path(checks.path("dset.data_dir", self.data_dir, expected="a folder path"))
+        )
+        if (
+            checks.path("dset.sad_dir", self.sad_dir, optional=True, expected="a folder path")
+            is not None
+        ):
+            set_("sad_dir", Path(self.sad_dir))
+        checks.integer("dset.sample_rate", self.sample_rate, minimum=1)
+        sources = checks.names("dset.sources", self.sources, expected="a list of source names")
+        if not sources or len(set(sources)) != len(sources) or MIXTURE in sources:
+            checks.fail(
+                "dset.sources",
+                list(sources),
+                f"distinct stem names other than {MIXTURE!r}, at least one",
+            )
+        set_("sources", sources)
+        checks.choice("dset.sampling", self.sampling, SAMPLINGS)
+        set_("seq_duration", checks.number("dset.seq_duration", self.seq_duration, above=0))
+        for key in ("samples_per_track", "n_samples"):
+            checks.integer(f"dset.{key}", getattr(self, key), minimum=1, optional=True)
         if self.n_samples is None and self.samples_per_track is None and self.sampling == "random":
             raise ConfigError(
                 "dset.n_samples and dset.samples_per_track are both null: expected one of them "
                 "(examples per epoch) with sampling=random"
             )
         for key in ("random_track_mix", "peak_normalize"):
-            if not isinstance(getattr(self, key), bool):
-                _bad(key, getattr(self, key), "true or false")
-        self._set("augmentations", self._names("augmentations", self.augmentations))
-        unknown = [n for n in self.augmentations if n not in AUGMENTATIONS]
-        if unknown:
-            _bad("augmentations", list(self.augmentations), f"names among {AUGMENTATIONS}")
+            checks.boolean(f"dset.{key}", getattr(self, key))
+        augmentations = checks.names("dset.augmentations", self.augmentations)
+        if any(n not in AUGMENTATIONS for n in augmentations):
+            checks.fail("dset.augmentations", list(augmentations), f"names among {AUGMENTATIONS}")
+        set_("augmentations", augmentations)
+        _ = self.augmentation_params  # checks the augmentation keys
         for key in _augmentation_keys():
-            self._check_float(key)
-        _ = self.augmentation_params  # checks the ranges
-        self._set("augment", AugmentSettings.from_mapping(self.augment))
+            set_(key, float(getattr(self, key)))
+        set_("augment", AugmentSettings.from_mapping(self.augment))
         self._check_validation_tracks()
-        self._check_float("eval_seq_duration", positive=True, optional=True)
-        self._check_choice("mixture", MIXTURES)
-        self._check_int("batch_size", minimum=1)
-        self._check_int("num_workers", minimum=0)
-        self._check_int("seed")
+        duration = checks.number(
+            "dset.eval_seq_duration", self.eval_seq_duration, above=0, optional=True
+        )
+        set_("eval_seq_duration", duration)
+        checks.choice("dset.mixture", self.mixture, MIXTURES)
+        checks.integer("dset.batch_size", self.batch_size, minimum=1)
+        checks.integer("dset.num_workers", self.num_workers, minimum=0)
+        checks.integer("dset.seed", self.seed)
         activity = ActivityParams() if self.activity is None else self.activity
-        self._set("activity", _nested(ActivityParams, activity, "activity"))
+        set_("activity", _nested(ActivityParams, activity, "activity"))
         if self.toy is not None:
-            self._set("toy", _nested(ToyParams, self.toy, "toy"))
+            set_("toy", _nested(ToyParams, self.toy, "toy"))
 
     # ------------------------------------------------------------------ derived values
     @property
     def augmentation_params(self) -> AugmentationParams:
         """The augmentation parameters (checked)."""
-        values = {key: getattr(self, key) for key in _augmentation_keys()}
-        try:
-            return AugmentationParams(**values)
-        except ConfigError as err:
-            raise ConfigError(f"dset.{err}") from None
+        return AugmentationParams(**{key: getattr(self, key) for key in _augmentation_keys()})
 
     def augmenter(self) -> Augmenter:
         """The configured augmentations: the dataset's list (``augment=reference``), MSST's
@@ -340,66 +345,18 @@ class DataSettings:
         )
 
     # ------------------------------------------------------------------ checks
-    def _set(self, key: str, value: Any) -> None:
-        object.__setattr__(self, key, value)
-
-    def _check_text(self, key: str) -> None:
-        value = getattr(self, key)
-        if not isinstance(value, str) or not value:
-            _bad(key, value, "a non-empty string")
-
-    def _check_choice(self, key: str, choices: Sequence[str]) -> None:
-        value = getattr(self, key)
-        if value not in choices:
-            _bad(key, value, f"one of {', '.join(choices)}")
-
-    def _check_int(self, key: str, minimum: int | None = None, optional: bool = False) -> None:
-        value = getattr(self, key)
-        if value is None and optional:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            _bad(key, value, "an integer" + (" or null" if optional else ""))
-        if minimum is not None and value < minimum:
-            _bad(key, value, f"an integer >= {minimum}" + (" or null" if optional else ""))
-
-    def _check_float(self, key: str, positive: bool = False, optional: bool = False) -> None:
-        value = getattr(self, key)
-        if value is None and optional:
-            return
-        what = ("a positive number" if positive else "a finite number") + (
-            " or null" if optional else ""
-        )
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _bad(key, value, what)
-        if not math.isfinite(value) or (positive and value <= 0):
-            _bad(key, value, what)
-        self._set(key, float(value))
-
-    @staticmethod
-    def _names(key: str, value: Any) -> tuple[str, ...]:
-        if isinstance(value, str) or not isinstance(value, Sequence):
-            _bad(key, value, "a list of names")
-        if not all(isinstance(v, str) and v for v in value):
-            _bad(key, list(value), "a list of non-empty strings")
-        return tuple(value)
-
     def _check_validation_tracks(self) -> None:
-        value = self.validation_tracks
+        key, value = "dset.validation_tracks", self.validation_tracks
         what = f"{MUSDB_VALIDATION!r}, a list of track names or a count"
         if isinstance(value, str):
             if value != MUSDB_VALIDATION:
-                _bad("validation_tracks", value, what + f" (a single name: [{value!r}])")
+                checks.fail(key, value, what + f" (a single name: [{value!r}])")
         elif isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
-                _bad("validation_tracks", value, what + " (a count >= 0)")
+            checks.integer(key, value, minimum=0, expected=what + " (a count >= 0)")
         elif isinstance(value, Sequence):
-            self._set("validation_tracks", self._names("validation_tracks", value))
+            object.__setattr__(self, "validation_tracks", checks.names(key, value))
         else:
-            _bad("validation_tracks", value, what)
-
-
-def _bad(key: str, value: Any, expected: str) -> NoReturn:
-    raise ConfigError(f"invalid dset.{key}={value!r}: expected {expected}")
+            checks.fail(key, value, what)
 
 
 def _augmentation_keys() -> tuple[str, ...]:
@@ -412,11 +369,6 @@ def _nested(cls: type, value: Any, key: str) -> Any:
     if isinstance(value, cls):
         return value
     if not isinstance(value, Mapping):
-        _bad(key, value, f"a mapping of {cls.__name__} keys")
+        checks.fail(f"dset.{key}", value, f"a mapping of {cls.__name__} keys")
     reject_unknown_keys(value, [f.name for f in fields(cls)], f"dset.{key}")
-    try:
-        return cls(**value)
-    except ConfigError as err:
-        raise ConfigError(f"dset.{err}") from None
-    except TypeError as err:  # a value of the wrong type compared in __post_init__
-        raise ConfigError(f"invalid dset.{key}={dict(value)!r}: {err}") from None
+    return cls(**value)

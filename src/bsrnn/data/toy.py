@@ -31,9 +31,10 @@ import numpy as np
 from scipy import signal
 from tqdm import tqdm
 
+import bsrnn.checks as checks
 from bsrnn.audio import audio_info, write_audio
 from bsrnn.data.tracks import MIXTURE, MUSDB_STEMS
-from bsrnn.errors import AudioError, ConfigError, DatasetError
+from bsrnn.errors import AudioError, DatasetError
 from bsrnn.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -75,20 +76,15 @@ class ToyParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("n_train", "n_test", "seed"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"toy.{key}={value!r} must be an integer")
-        if self.n_train < 1 or self.n_test < 0:
-            raise ConfigError(
-                f"toy.n_train={self.n_train}, toy.n_test={self.n_test}: expected n_train >= 1 "
-                "and n_test >= 0"
-            )
-        if not 2.0 <= self.min_duration <= self.max_duration:
-            raise ConfigError(
-                f"toy durations [{self.min_duration}, {self.max_duration}] s: expected "
-                "2 <= min_duration <= max_duration"
-            )
+        where = "dset.toy"
+        checks.integer(f"{where}.n_train", self.n_train, minimum=1)
+        checks.integer(f"{where}.n_test", self.n_test, minimum=0)
+        checks.integer(f"{where}.seed", self.seed)
+        low = checks.number(f"{where}.min_duration", self.min_duration, minimum=2.0)
+        high = checks.number(f"{where}.max_duration", self.max_duration, minimum=2.0)
+        checks.ordered(where, "min_duration", low, "max_duration", high)
+        object.__setattr__(self, "min_duration", low)
+        object.__setattr__(self, "max_duration", high)
 
 
 def track_names(params: ToyParams) -> dict[str, list[str]]:

@@ -39,10 +39,26 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError, reject_unknown_keys
 
 #: Keys of a ``src_mod`` preset that describe the run, not the network.
 PRESET_KEYS = ("arch", "name")
+
+#: What a config option is for, declared on its field (:func:`option`): ``network`` (the
+#: default: it shapes the weights or the output), ``loss`` (the training loss the network
+#: declares), ``runtime`` (how it runs: preferred chunk length, activation checkpointing) or
+#: ``unused`` (accepted for compatibility with a foreign format, ignored here). Only
+#: ``network`` options make two configs build different networks.
+OPTION_ROLES = ("network", "loss", "runtime", "unused")
+
+
+def option(default: Any = dataclasses.MISSING, *, role: str, **kwargs: Any) -> Any:
+    """A config field whose :data:`OPTION_ROLES` role is ``role`` (a plain field is a
+    ``network`` option): ``segment: int | None = option(None, role="runtime")``."""
+    if role not in OPTION_ROLES:
+        raise TypeError(f"unknown option role {role!r}: expected one of {OPTION_ROLES}")
+    return dataclasses.field(default=default, metadata={"role": role}, **kwargs)
 
 
 class ModelOutput(dict):
@@ -92,15 +108,10 @@ class StftSpec:
     def __post_init__(self) -> None:
         if self.win_length is None:
             object.__setattr__(self, "win_length", self.n_fft)
-        if self.window not in WINDOWS:
-            raise ConfigError(
-                f"unknown STFT window {self.window!r}: expected one of {', '.join(WINDOWS)}"
-            )
-        if not 1 <= self.win_length <= self.n_fft or self.hop_length < 1:
-            raise ConfigError(
-                f"invalid STFT: n_fft={self.n_fft}, hop_length={self.hop_length}, "
-                f"win_length={self.win_length} (expected hop >= 1 and 1 <= win_length <= n_fft)"
-            )
+        checks.choice("StftSpec.window", self.window, WINDOWS)
+        checks.integer("StftSpec.n_fft", self.n_fft, minimum=1)
+        checks.integer("StftSpec.hop_length", self.hop_length, minimum=1)
+        checks.integer("StftSpec.win_length", self.win_length, minimum=1, maximum=self.n_fft)
 
     @property
     def n_bins(self) -> int:
@@ -171,11 +182,7 @@ class Framing:
     output_length: str = "input"
 
     def __post_init__(self) -> None:
-        if self.output_length not in OUTPUT_LENGTHS:
-            raise ConfigError(
-                f"unknown Framing.output_length={self.output_length!r}: expected one of "
-                f"{', '.join(OUTPUT_LENGTHS)}"
-            )
+        checks.choice("Framing.output_length", self.output_length, OUTPUT_LENGTHS)
 
     def padding(self, n_samples: int, hop_length: int) -> int:
         """Zeros added at the right of an input of ``n_samples`` (0 without a quirk)."""
@@ -201,13 +208,12 @@ class MultiResolutionSpec:
     normalized: bool = False
 
     def __post_init__(self) -> None:
-        sizes = tuple(int(w) for w in self.window_sizes)
-        if not sizes or min(sizes) < 1 or self.hop_size < 1:
-            raise ConfigError(
-                f"invalid multi-resolution STFT loss: window_sizes={list(sizes)}, "
-                f"hop_size={self.hop_size} (expected sizes and hop >= 1)"
-            )
+        where = "MultiResolutionSpec"
+        sizes = checks.integers(f"{where}.window_sizes", self.window_sizes, minimum=1)
+        if not sizes:
+            checks.fail(f"{where}.window_sizes", list(sizes), "at least one window size")
         object.__setattr__(self, "window_sizes", sizes)
+        checks.integer(f"{where}.hop_size", self.hop_size, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -223,37 +229,40 @@ class LossPreference:
     q: float = 0.95
     coarse: bool = True
 
+    def __post_init__(self) -> None:
+        q = checks.number(
+            "LossPreference.q", self.q, above=0, maximum=1, expected="a quantile in (0, 1]"
+        )
+        object.__setattr__(self, "q", q)
+        checks.boolean("LossPreference.coarse", self.coarse)
 
-def _check_type(where: str, value: Any, hint: Any) -> Any:
-    """``value`` checked (and int -> float widened) against a simple annotation."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
+
+#: The check of a field by its annotation (containers are checked by the config itself).
+_CHECK_BY_TYPE = {
+    bool: checks.boolean,
+    int: checks.integer,
+    float: checks.number,
+    str: lambda key, value: checks.text(key, value, expected="a string"),
+}
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against a simple annotation (``int``, ``float``, ``bool``, ``str``,
+    or a union of them with ``None``) by the :mod:`bsrnn.checks` function of its type; an int
+    is widened to float where a float is expected."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
         for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_type(where, value, option)
-            except ConfigError:
-                continue
-        raise ConfigError(f"invalid {where}={value!r}: expected {_describe(hint)}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    else:  # containers are checked by the config's own __post_init__
-        return value
-    raise ConfigError(f"invalid {where}={value!r}: expected {_describe(hint)}")
+            if option is not type(None):
+                try:
+                    return _check_type(key, value, option)
+                except ConfigError:
+                    continue
+        checks.fail(key, value, _describe(hint))
+    check = _CHECK_BY_TYPE.get(hint)
+    return value if check is None else check(key, value)
 
 
 def _describe(hint: Any) -> str:
@@ -267,8 +276,9 @@ def _describe(hint: Any) -> str:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Options every architecture has. Subclasses add their own fields (with defaults) and
-    checks (``__post_init__`` calling ``super().__post_init__()``).
+    """Options every architecture has. Subclasses add their own fields (with defaults; an
+    option that is not a network option declares its role with :func:`option`) and checks
+    (``__post_init__`` calling ``super().__post_init__()``, with :mod:`bsrnn.checks`).
 
     ``targets``: the stems the network produces, in output order.
     """
@@ -291,14 +301,11 @@ class ModelConfig:
         targets = self.targets
         if isinstance(targets, str):
             targets = (targets,)
-        targets = tuple(targets or ())
-        if not targets or not all(isinstance(t, str) and t for t in targets):
-            raise ConfigError(f"invalid {self.where}.targets={list(targets)!r}: expected names")
-        if len(set(targets)) != len(targets):
-            raise ConfigError(f"{self.where}.targets={list(targets)} names a target twice")
+        targets = checks.names(f"{self.where}.targets", targets or (), expected="stem names")
+        if not targets or len(set(targets)) != len(targets):
+            checks.fail(f"{self.where}.targets", list(targets), "distinct stem names")
         object.__setattr__(self, "targets", targets)
-        if self.sample_rate < 1:
-            raise ConfigError(f"invalid {self.where}.sample_rate={self.sample_rate}")
+        checks.integer(f"{self.where}.sample_rate", self.sample_rate, minimum=1)
 
     @classmethod
     def options(cls) -> list[str]:
@@ -338,11 +345,23 @@ class ModelConfig:
         """Plain values (lists, not tuples): what checkpoints store."""
         return _lists_for_tuples(dataclasses.asdict(self))
 
+    @classmethod
+    def option_roles(cls) -> dict[str, str]:
+        """``{option: role}``, each option's :data:`OPTION_ROLES` role as its field declares it
+        (:func:`option`; ``network`` when it declares none)."""
+        return {f.name: f.metadata.get("role", "network") for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def network_options(cls) -> list[str]:
+        """The options whose role is ``network`` (those that may change the network)."""
+        return [name for name, role in cls.option_roles().items() if role == "network"]
+
     def inert_options(self) -> set[str]:
-        """Options that cannot change this network (e.g. an attention size without attention
-        heads): two configs that differ only in them build the same network. Architectures
-        override this; by default every option matters."""
-        return set()
+        """Options that cannot change this network: two configs that differ only in them build
+        the same network. Every option whose declared role is not ``network``; an architecture
+        may add the ones that its other values make inert (e.g. an attention size without
+        attention heads) by extending this."""
+        return {name for name, role in self.option_roles().items() if role != "network"}
 
     def differences(self, other: ModelConfig) -> dict[str, tuple[Any, Any]]:
         """``{option: (self's value, other's value)}`` for the options that change the

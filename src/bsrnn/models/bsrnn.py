@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import bsrnn.checks as checks
 from bsrnn.bands import JOINT_LAYOUT, TARGETS, band_widths, group_equal_widths
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import ModelConfig, SeparationModel, StftSpec, is_exporting
@@ -101,27 +102,14 @@ class BSRNNConfig(ModelConfig):
         super().__post_init__()
         w = self.where
         for key in ("time_layer", "band_layer"):
-            if getattr(self, key) not in LAYER_TYPES:
-                raise ConfigError(
-                    f"unknown {w}.{key}={getattr(self, key)!r}: expected one of "
-                    f"{', '.join(LAYER_TYPES)}"
-                )
-        if self.stereo not in (None, *STEREO_MODES):
-            raise ConfigError(
-                f"unknown {w}.stereo={self.stereo!r}: expected null, {', '.join(STEREO_MODES)}"
-            )
-        if self.act_tac not in TAC_ACTIVATIONS:
-            raise ConfigError(
-                f"unknown {w}.act_tac={self.act_tac!r}: expected one of "
-                f"{', '.join(TAC_ACTIVATIONS)}"
-            )
+            checks.choice(f"{w}.{key}", getattr(self, key), LAYER_TYPES)
+        checks.choice(f"{w}.stereo", self.stereo, STEREO_MODES, optional=True)
+        checks.choice(f"{w}.act_tac", self.act_tac, TAC_ACTIVATIONS)
         positive = ("feature_dim", "num_repeat", "n_heads", "group_num", "fac_sep", "fac_tac")
         for key in (*positive, "fac_mask", "nb_channels", "n_fft", "n_hop"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected >= 1")
+            checks.integer(f"{w}.{key}", getattr(self, key), minimum=1)
         for key in ("n_att_head", "mask_ctxt"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected >= 0")
+            checks.integer(f"{w}.{key}", getattr(self, key), minimum=0)
         if self.feature_dim % self.n_heads:
             raise ConfigError(
                 f"{w}.feature_dim={self.feature_dim} is not divisible by {w}.n_heads={self.n_heads}"
@@ -137,12 +125,13 @@ class BSRNNConfig(ModelConfig):
                     f"{w}.feature_dim={self.feature_dim} is not divisible by "
                     f"{w}.n_att_head={self.n_att_head}"
                 )
-            if self.attn_enc_dim < 1:
-                raise ConfigError(
-                    f"invalid {w}.attn_enc_dim={self.attn_enc_dim}: expected >= 1 with attention"
-                )
-        if not self.eps > 0:
-            raise ConfigError(f"invalid {w}.eps={self.eps}: expected > 0")
+            checks.integer(
+                f"{w}.attn_enc_dim",
+                self.attn_enc_dim,
+                minimum=1,
+                expected="an integer >= 1 with attention",
+            )
+        checks.number(f"{w}.eps", self.eps, above=0)
 
         if self.bands is not None:
             try:
@@ -164,10 +153,11 @@ class BSRNNConfig(ModelConfig):
             raise ConfigError(f"invalid band layout: {err}") from None
 
     def inert_options(self) -> set[str]:
-        """Options this config sets that build no weight and change no output: the attention
+        """Besides the options declared as not ``network`` (none here), the ones this config's
+        other values make inert (they build no weight and change no output): the attention
         size without attention heads, the TAC options without TAC, the channel count when
         channels are independent items, ``subtract_last_trgt`` for one target."""
-        inert = set()
+        inert = super().inert_options()
         if self.n_att_head == 0:
             inert.add("attn_enc_dim")
         if self.stereo != "tac":

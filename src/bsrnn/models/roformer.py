@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+import bsrnn.checks as checks
 from bsrnn.bands import mel_band_membership
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import (
@@ -63,6 +64,7 @@ from bsrnn.models.base import (
     SeparationModel,
     StftSpec,
     is_exporting,
+    option,
 )
 from bsrnn.spectral import complex_mul
 
@@ -92,7 +94,9 @@ class RoformerConfig(ModelConfig):
     each transformer and each mask head in the backward pass (less memory on long chunks).
     ``segment``: the chunk length (samples) the model prefers for whole-track separation
     (MSST's ``audio.chunk_size``), or null. ``multi_stft_*``: MSST's multi-resolution STFT
-    loss (the model's :attr:`~Roformer.loss_preference`).
+    loss (the model's :attr:`~Roformer.loss_preference`). Each option that is not a network
+    option declares its role on its field (``loss``, ``runtime``, ``unused``:
+    :data:`~bsrnn.models.base.OPTION_ROLES`), which :meth:`differences` reads.
     """
 
     dim: int | None = None
@@ -106,7 +110,7 @@ class RoformerConfig(ModelConfig):
     heads: int = 8
     attn_dropout: float = 0.0
     ff_dropout: float = 0.0
-    flash_attn: bool = True
+    flash_attn: bool = option(True, role="unused")
     dim_freqs_in: int = 1025
     stft_n_fft: int = 2048
     stft_hop_length: int = 512
@@ -115,16 +119,18 @@ class RoformerConfig(ModelConfig):
     stft_window_fn: str | None = None
     zero_dc: bool = True
     mask_estimator_depth: int = 2
-    multi_stft_resolution_loss_weight: float = 1.0
-    multi_stft_resolutions_window_sizes: tuple[int, ...] = (4096, 2048, 1024, 512, 256)
-    multi_stft_hop_size: int = 147
-    multi_stft_normalized: bool = False
-    multi_stft_window_fn: str | None = None
+    multi_stft_resolution_loss_weight: float = option(1.0, role="loss")
+    multi_stft_resolutions_window_sizes: tuple[int, ...] = option(
+        (4096, 2048, 1024, 512, 256), role="loss"
+    )
+    multi_stft_hop_size: int = option(147, role="loss")
+    multi_stft_normalized: bool = option(False, role="loss")
+    multi_stft_window_fn: str | None = option(None, role="loss")
     mlp_expansion_factor: int = 4
-    use_torch_checkpoint: bool = False
+    use_torch_checkpoint: bool = option(False, role="runtime")
     skip_connection: bool = False
     use_pope: bool = False
-    segment: int | None = None
+    segment: int | None = option(None, role="runtime")
 
     #: Which MSST model this is (``bs_roformer`` / ``mel_band_roformer``).
     msst_model_type: ClassVar[str] = ""
@@ -154,29 +160,28 @@ class RoformerConfig(ModelConfig):
             "mlp_expansion_factor",
         )
         for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected >= 1")
+            checks.integer(f"{w}.{key}", getattr(self, key), minimum=1)
         for key in (
             "time_transformer_depth",
             "freq_transformer_depth",
             "linear_transformer_depth",
             "mask_estimator_depth",
         ):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected >= 0")
+            checks.integer(f"{w}.{key}", getattr(self, key), minimum=0)
         if self.dim_head % 2:
-            raise ConfigError(
-                f"invalid {w}.dim_head={self.dim_head}: expected an even number (rotary "
-                "embeddings rotate pairs of features)"
+            checks.fail(
+                f"{w}.dim_head",
+                self.dim_head,
+                "an even number (rotary embeddings rotate pairs of features)",
             )
         for key in ("attn_dropout", "ff_dropout"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected 0 <= p < 1")
-        if self.stft_win_length > self.stft_n_fft:
-            raise ConfigError(
-                f"{w}.stft_win_length={self.stft_win_length} is longer than "
-                f"{w}.stft_n_fft={self.stft_n_fft}"
-            )
+            checks.number(f"{w}.{key}", getattr(self, key), minimum=0, below=1)
+        checks.integer(
+            f"{w}.stft_win_length",
+            self.stft_win_length,
+            maximum=self.stft_n_fft,
+            expected=f"at most stft_n_fft={self.stft_n_fft}",
+        )
         bins = self.stft_n_fft // 2 + 1
         if self.dim_freqs_in != bins:
             raise ConfigError(
@@ -186,44 +191,26 @@ class RoformerConfig(ModelConfig):
         for key in ("stft_window_fn", "multi_stft_window_fn"):
             value = getattr(self, key)
             if value is not None and value not in WINDOW_FUNCTIONS:
-                raise ConfigError(
-                    f"unsupported {w}.{key}={value!r}: expected null or 'hann' (a Hann window, "
-                    "the only one MSST's checkpoints use)"
+                checks.fail(
+                    f"{w}.{key}",
+                    value,
+                    "null or 'hann' (a Hann window, the only one MSST's checkpoints use)",
                 )
         if self.use_pope:
             raise ConfigError(
                 f"unsupported {w}.use_pope=true: PoPE position embeddings are not implemented "
                 "(rotary embeddings only)"
             )
-        sizes = self.multi_stft_resolutions_window_sizes
-        if isinstance(sizes, int) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
-        ):
-            raise ConfigError(
-                f"invalid {w}.multi_stft_resolutions_window_sizes={sizes!r}: expected a list "
-                "of window sizes >= 1"
-            )
-        object.__setattr__(self, "multi_stft_resolutions_window_sizes", tuple(sizes))
-        if self.segment is not None and self.segment < self.stft_n_fft:
-            raise ConfigError(
-                f"invalid {w}.segment={self.segment}: expected null or at least "
-                f"stft_n_fft={self.stft_n_fft} samples"
-            )
-
-    def inert_options(self) -> set[str]:
-        """Options that change no weight and no output of the network: the preferred
-        ``segment``, ``flash_attn`` (attention is always SDPA), activation checkpointing, and
-        the loss's ``multi_stft_*`` options."""
-        return {
-            "segment",
-            "flash_attn",
-            "use_torch_checkpoint",
-            "multi_stft_resolution_loss_weight",
-            "multi_stft_resolutions_window_sizes",
-            "multi_stft_hop_size",
-            "multi_stft_normalized",
-            "multi_stft_window_fn",
-        }
+        key = "multi_stft_resolutions_window_sizes"
+        sizes = checks.integers(f"{w}.{key}", getattr(self, key), minimum=1)
+        object.__setattr__(self, key, sizes)
+        checks.integer(
+            f"{w}.segment",
+            self.segment,
+            minimum=self.stft_n_fft,
+            optional=True,
+            expected=f"at least stft_n_fft={self.stft_n_fft} samples",
+        )
 
     @property
     def channels(self) -> int:
@@ -255,14 +242,13 @@ class BSRoformerConfig(RoformerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        w, bands = self.where, self.freqs_per_bands
-        if isinstance(bands, int) or not all(
-            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in bands
-        ):
-            raise ConfigError(
-                f"invalid {w}.freqs_per_bands={bands!r}: expected a list of bin counts >= 1"
-            )
-        bands = tuple(bands)
+        w = self.where
+        bands = checks.integers(
+            f"{w}.freqs_per_bands",
+            self.freqs_per_bands,
+            minimum=1,
+            expected="a list of bin counts >= 1",
+        )
         object.__setattr__(self, "freqs_per_bands", bands)
         if len(bands) < 2 or sum(bands) != self.n_bins:
             raise ConfigError(
@@ -299,8 +285,7 @@ class MelRoformerConfig(RoformerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_bands < 2:
-            raise ConfigError(f"invalid {self.where}.num_bands={self.num_bands}: expected >= 2")
+        checks.integer(f"{self.where}.num_bands", self.num_bands, minimum=2)
         try:
             self.membership()
         except ValueError as err:

@@ -31,6 +31,7 @@ Only torch is needed here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import bsrnn.checks as checks
 from bsrnn.errors import ConfigError
 from bsrnn.models.base import (
     Framing,
@@ -48,11 +50,11 @@ from bsrnn.models.base import (
     SeparationModel,
     StftSpec,
     is_exporting,
+    option,
 )
 from bsrnn.models.mixed_precision import run_rnn
 
 log = logging.getLogger(__name__)
-
 
 
 #: MSST's default stems (``sources``) and channel widths.
@@ -75,8 +77,9 @@ class SCNetConfig(ModelConfig):
     ``band_kernel``: the per-band down-sampling convolution. ``conv_depths``: residual 1-D
     convolution layers per band (``compress``: their channel reduction, ``conv_kernel``: their
     odd kernel). ``num_dplayer``: dual-path layers (even: each rFFT is undone), ``expand``:
-    LSTM hidden size as a multiple of the channels. ``segment``: the chunk length (samples)
-    preferred for whole-track separation (MSST's ``audio.chunk_size``), or null.
+    LSTM hidden size as a multiple of the channels. ``segment`` (a runtime option: it changes
+    no weight and no output): the chunk length (samples) preferred for whole-track separation
+    (MSST's ``audio.chunk_size``), or null.
     """
 
     targets: tuple[str, ...] = MSST_SOURCES
@@ -94,7 +97,7 @@ class SCNetConfig(ModelConfig):
     conv_kernel: int = 3
     num_dplayer: int = 6
     expand: int = 1
-    segment: int | None = MSST_CHUNK
+    segment: int | None = option(MSST_CHUNK, role="runtime")
 
     #: MSST's ``model_type``.
     msst_model_type: ClassVar[str] = "scnet"
@@ -104,57 +107,54 @@ class SCNetConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         w = self.where
-        for key, kind in (
-            ("dims", int),
-            ("band_SR", float),
-            ("band_stride", int),
-            ("band_kernel", int),
-            ("conv_depths", int),
-        ):
-            object.__setattr__(self, key, _number_list(w, key, getattr(self, key), kind))
-        for key in ("band_SR", "band_stride", "band_kernel", "conv_depths"):
-            if len(getattr(self, key)) != 3:
-                raise ConfigError(
-                    f"invalid {w}.{key}={list(getattr(self, key))}: expected 3 values (low, mid, "
-                    "high bands)"
-                )
-        if self.audio_channels not in (1, 2):
-            raise ConfigError(f"invalid {w}.audio_channels={self.audio_channels}: expected 1 or 2")
-        if len(self.dims) < 2 or min(self.dims) < 1:
-            raise ConfigError(
-                f"invalid {w}.dims={list(self.dims)}: expected at least 2 widths >= 1"
+        three = "3 values (low, mid, high bands)"
+        set_ = functools.partial(object.__setattr__, self)
+        set_("band_SR", checks.numbers(f"{w}.band_SR", self.band_SR, length=3, expected=three))
+        for key, minimum in (("band_stride", 1), ("band_kernel", 1), ("conv_depths", 0)):
+            what = f"{three}, integers >= {minimum}"
+            set_(
+                key,
+                checks.integers(
+                    f"{w}.{key}", getattr(self, key), minimum=minimum, length=3, expected=what
+                ),
             )
+        checks.integer(
+            f"{w}.audio_channels", self.audio_channels, minimum=1, maximum=2, expected="1 or 2"
+        )
+        dims = checks.integers(
+            f"{w}.dims", self.dims, minimum=1, expected="a list of at least 2 widths >= 1"
+        )
+        if len(dims) < 2:
+            checks.fail(f"{w}.dims", list(dims), "a list of at least 2 widths >= 1")
+        set_("dims", dims)
         if self.dims[0] != 2 * self.audio_channels:
             raise ConfigError(
                 f"{w}.dims[0]={self.dims[0]} must be 2 * audio_channels = "
                 f"{2 * self.audio_channels} (re/im per channel)"
             )
         if self.num_dplayer < 0 or self.num_dplayer % 2:
-            raise ConfigError(
-                f"invalid {w}.num_dplayer={self.num_dplayer}: expected an even number >= 0 (each "
-                "rFFT over frames is undone by the next layer)"
+            checks.fail(
+                f"{w}.num_dplayer",
+                self.num_dplayer,
+                "an even number >= 0 (each rFFT over frames is undone by the next layer)",
             )
         for key in ("nfft", "hop_size", "win_size", "conv_kernel", "expand"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"invalid {w}.{key}={getattr(self, key)}: expected >= 1")
-        if self.win_size > self.nfft:
-            raise ConfigError(f"{w}.win_size={self.win_size} is longer than {w}.nfft={self.nfft}")
+            checks.integer(f"{w}.{key}", getattr(self, key), minimum=1)
+        checks.integer(
+            f"{w}.win_size", self.win_size, maximum=self.nfft, expected=f"at most nfft={self.nfft}"
+        )
         if self.conv_kernel % 2 == 0:
-            raise ConfigError(f"invalid {w}.conv_kernel={self.conv_kernel}: expected an odd size")
+            checks.fail(f"{w}.conv_kernel", self.conv_kernel, "an odd size")
         if self.compress <= 0 or int(min(self.dims[1:]) / self.compress) < 1:
-            raise ConfigError(
-                f"invalid {w}.compress={self.compress}: every dims[1:] / compress must be >= 1"
-            )
-        if min(self.band_stride) < 1 or min(self.band_kernel) < 1 or min(self.conv_depths) < 0:
-            raise ConfigError(
-                f"invalid {w}.band_stride / band_kernel / conv_depths: expected strides and "
-                "kernels >= 1, depths >= 0"
+            checks.fail(
+                f"{w}.compress", self.compress, "a number with every dims[1:] / compress >= 1"
             )
         low, mid, high = self.band_SR
         if low <= 0 or mid <= 0 or low + mid >= 1:
-            raise ConfigError(
-                f"invalid {w}.band_SR={list(self.band_SR)}: expected low, mid > 0 with low + mid < "
-                "1 (the high band is the rest)"
+            checks.fail(
+                f"{w}.band_SR",
+                list(self.band_SR),
+                "low, mid > 0 with low + mid < 1 (the high band is the rest)",
             )
         if abs(low + mid + high - 1.0) > 1e-6:
             log.warning(
@@ -164,16 +164,14 @@ class SCNetConfig(ModelConfig):
                 list(self.band_SR),
                 1 - low - mid,
             )
-        if self.segment is not None and self.segment < self.nfft:
-            raise ConfigError(
-                f"invalid {w}.segment={self.segment}: expected null or at least nfft={self.nfft} "
-                "samples"
-            )
+        checks.integer(
+            f"{w}.segment",
+            self.segment,
+            minimum=self.nfft,
+            optional=True,
+            expected=f"at least nfft={self.nfft} samples",
+        )
         self.band_layout()  # every band of every block non-empty, and restored by the decoder
-
-    def inert_options(self) -> set[str]:
-        """``segment`` changes no weight and no output."""
-        return {"segment"}
 
     @property
     def n_bins(self) -> int:
@@ -230,21 +228,6 @@ class SCNetMaskedConfig(SCNetConfig):
                 f"{self.where}.win_size={self.win_size} must equal nfft={self.nfft} in "
                 "scnet_masked (its Hann window has nfft samples)"
             )
-
-
-def _number_list(where: str, key: str, value: object, kind: type) -> tuple:
-    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
-        raise ConfigError(f"invalid {where}.{key}={value!r}: expected a list of numbers")
-    out = []
-    for v in value:
-        ok = isinstance(v, int | float) if kind is float else isinstance(v, int)
-        if not ok or isinstance(v, bool):
-            raise ConfigError(
-                f"invalid {where}.{key}={list(value)!r}: expected a list of "
-                f"{'numbers' if kind is float else 'integers'}"
-            )
-        out.append(kind(v))
-    return tuple(out)
 
 
 def _band_padding(n: int, stride: int, kernel: int) -> int:
