@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -51,88 +50,13 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 # --------------------------------------------------------------------------------------------
-# Our network and its oracle with the same weights
-# --------------------------------------------------------------------------------------------
-def _oracle_kwargs(cls: type, options: dict[str, Any]) -> dict[str, Any]:
-    """The options the oracle's constructor takes (the rest are not network options)."""
-    accepted = inspect.signature(cls).parameters
-    return {k: v for k, v in options.items() if k in accepted}
-
-
-def bsrnn_pair(ours: nn.Module) -> nn.Module:
-    """The per-band BSRNN oracle holding ``ours``' weights (its random ones, mapped back)."""
-    from bsrnn.models.bsrnn_checkpoints import convert_reference_state_dict
-    from tests.reference.per_band_baseline import PerBandBSRNN
-
-    oracle = PerBandBSRNN(**_oracle_kwargs(PerBandBSRNN, ours.config.to_dict()))
-    ours.load_state_dict(convert_reference_state_dict(oracle.state_dict(), ours))
-    return oracle
-
-
-def roformer_pair(ours: nn.Module) -> nn.Module:
-    """The per-band RoFormer oracle (MSST's computation), its norm gains moved away from 1 so
-    that a mix-up would show, its weights loaded into ``ours``."""
-    from bsrnn.models.roformer_msst import msst_to_state_dict
-    from tests.reference.roformer_per_band_baseline import PerBandRoformer
-
-    config = ours.config
-    mel = hasattr(config, "membership")
-    kwargs = _oracle_kwargs(PerBandRoformer, config.to_dict())
-    if mel:
-        kwargs["membership"] = config.membership()
-    oracle = PerBandRoformer(mel=mel, **kwargs)
-    with torch.no_grad():
-        for name, p in oracle.named_parameters():
-            if name.endswith("gamma"):
-                p.add_(torch.rand(p.shape) - 0.5)
-    ours.load_state_dict(msst_to_state_dict(oracle.state_dict(), ours))
-    return oracle
-
-
-#: The oracle of each architecture (``RunSettings.arch``).
-ORACLES: dict[str, Callable[[nn.Module], nn.Module]] = {
-    "bsrnn": bsrnn_pair,
-    "bs_roformer": roformer_pair,
-    "mel_band_roformer": roformer_pair,
-}
-
-
-def build_pair(preset: str, seed: int = 0) -> tuple[nn.Module, nn.Module] | str:
-    """``(ours, oracle)`` of ``preset`` with the same random weights, or why there is none."""
-    arch = common.run_settings([f"src_mod={preset}"]).arch
-    if arch not in ORACLES:
-        return f"no per-band oracle for architecture {arch!r} in tests/reference/"
-    ours = common.preset_model(preset, seed=seed)
-    torch.manual_seed(seed)
-    return ours, ORACLES[arch](ours)
-
-
-def _outputs(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(waveforms, STFTs or None) of either network's output."""
-    if isinstance(out, torch.Tensor):
-        return out, None
-    if isinstance(out, dict):
-        return out["waveforms"], out.get("stfts")
-    return out.waveforms, out.stfts
-
-
-def agreement(ours: nn.Module, oracle: nn.Module, mixture: torch.Tensor) -> float:
-    """Peak-relative largest difference of the two networks' fp32 outputs."""
-    ours.eval()
-    oracle.eval()
-    with torch.no_grad():
-        a, b = _outputs(ours(mixture))[0], _outputs(oracle(mixture))[0]
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
-# --------------------------------------------------------------------------------------------
 # The timed passes
 # --------------------------------------------------------------------------------------------
 def forward_fn(model: nn.Module, mixture: torch.Tensor, dtype, device) -> Callable[[], None]:
     def run() -> None:
         model.eval()
         with torch.no_grad(), common.autocast(device, dtype):
-            _outputs(model(mixture))
+            common.outputs(model(mixture))
 
     return run
 
@@ -144,7 +68,7 @@ def train_fn(model, loss_fn, mixture, refs, dtype, device) -> Callable[[], None]
         model.train()
         optimizer.zero_grad(set_to_none=True)
         with common.autocast(device, dtype):
-            waves, stfts = _outputs(model(mixture))
+            waves, stfts = common.outputs(model(mixture))
         kwargs = {} if stfts is None else {"est_stfts": stfts}
         loss_fn(waves.float(), refs, **kwargs).backward()
         optimizer.step()
@@ -153,7 +77,7 @@ def train_fn(model, loss_fn, mixture, refs, dtype, device) -> Callable[[], None]
 
 
 def bench_preset(preset: str, args, device: torch.device) -> list[dict[str, Any]]:
-    pair = build_pair(preset)
+    pair = common.oracle_pair(preset)
     if isinstance(pair, str):
         print(f"{preset}: skipped: {pair}", flush=True)
         return [{"preset": preset, "skipped": pair}]
@@ -162,7 +86,7 @@ def bench_preset(preset: str, args, device: torch.device) -> list[dict[str, Any]
     ours, oracle = ours.to(device), oracle.to(device)
     channels = ours.audio_channels or 2
     mixture = common.noise((1, channels, int(args.seconds * SR)), seed=1).to(device)
-    error = agreement(ours, oracle, mixture)
+    error = common.agreement(ours, oracle, mixture)
     params = count_parameters(ours)
     print(f"{preset}: {params:,} parameters, {len(ours.targets)} target(s); fp32 outputs "
           f"agree to {error:.1e} of the peak", flush=True)  # fmt: skip

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import inspect
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ for _path in (REPO, REPO / "src"):  # tests.reference from the repository, bsrnn
         sys.path.insert(0, str(_path))
 
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from bsrnn import runtime  # noqa: E402
 
@@ -260,6 +263,135 @@ def preset_loss(net, overrides: Sequence[str] = ()):
     from bsrnn.losses import build_loss
 
     return build_loss(run_settings(overrides).optim, net.loss_preference, net.stft_spec)
+
+
+# --------------------------------------------------------------------------------------------
+# The per-band oracles (tests/reference/) with our networks' weights
+# --------------------------------------------------------------------------------------------
+def _oracle_kwargs(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The options the oracle's constructor takes (the rest are not network options)."""
+    accepted = inspect.signature(cls).parameters
+    return {k: v for k, v in options.items() if k in accepted}
+
+
+def bsrnn_pair(ours: nn.Module) -> nn.Module:
+    """The per-band BSRNN oracle holding ``ours``' weights (its random ones, mapped back)."""
+    from bsrnn.models.bsrnn_checkpoints import convert_reference_state_dict
+    from tests.reference.per_band_baseline import PerBandBSRNN
+
+    oracle = PerBandBSRNN(**_oracle_kwargs(PerBandBSRNN, ours.config.to_dict()))
+    ours.load_state_dict(convert_reference_state_dict(oracle.state_dict(), ours))
+    return oracle
+
+
+def roformer_pair(ours: nn.Module) -> nn.Module:
+    """The per-band RoFormer oracle (MSST's computation), its norm gains moved away from 1 so
+    that a mix-up would show, its weights loaded into ``ours``."""
+    from bsrnn.models.roformer_msst import msst_to_state_dict
+    from tests.reference.roformer_per_band_baseline import PerBandRoformer
+
+    config = ours.config
+    mel = hasattr(config, "membership")
+    kwargs = _oracle_kwargs(PerBandRoformer, config.to_dict())
+    if mel:
+        kwargs["membership"] = config.membership()
+    oracle = PerBandRoformer(mel=mel, **kwargs)
+    with torch.no_grad():
+        for name, p in oracle.named_parameters():
+            if name.endswith("gamma"):
+                p.add_(torch.rand(p.shape) - 0.5)
+    ours.load_state_dict(msst_to_state_dict(oracle.state_dict(), ours))
+    return oracle
+
+
+#: The oracle of each architecture (``RunSettings.arch``).
+ORACLES: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "bsrnn": bsrnn_pair,
+    "bs_roformer": roformer_pair,
+    "mel_band_roformer": roformer_pair,
+}
+
+
+def oracle_pair(
+    preset: str, overrides: Sequence[str] = (), seed: int = 0
+) -> tuple[nn.Module, nn.Module] | str:
+    """``(ours, oracle)`` of ``preset`` (``overrides`` applied) with the same random weights,
+    or why there is none."""
+    arch = run_settings([f"src_mod={preset}", *overrides]).arch
+    if arch not in ORACLES:
+        return f"no per-band oracle for architecture {arch!r} in tests/reference/"
+    ours = preset_model(preset, overrides, seed=seed)
+    torch.manual_seed(seed)
+    return ours, ORACLES[arch](ours)
+
+
+def outputs(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(waveforms, STFTs or None) of either network's output."""
+    if isinstance(out, torch.Tensor):
+        return out, None
+    if isinstance(out, dict):
+        return out["waveforms"], out.get("stfts")
+    return out.waveforms, out.stfts
+
+
+def agreement(ours: nn.Module, oracle: nn.Module, mixture: torch.Tensor) -> float:
+    """Peak-relative largest difference of the two networks' fp32 outputs."""
+    ours.eval()
+    oracle.eval()
+    with torch.no_grad():
+        a, b = outputs(ours(mixture))[0], outputs(oracle(mixture))[0]
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+#: HTDemucs as ``demucs.pretrained`` builds the ``htdemucs`` model (signature 955717e8): the
+#: constructor arguments stored in that checkpoint that differ from HTDemucs' defaults.
+HTDEMUCS_KWARGS: dict[str, Any] = {
+    "sources": ["drums", "bass", "other", "vocals"],
+    "audio_channels": 2,
+    "samplerate": SR,
+    "segment": Fraction(39, 5),
+    "channels": 48,
+    "depth": 4,
+    "nfft": 4096,
+    "bottom_channels": 512,
+    "dconv_mode": 3,
+    "dconv_comp": 8,
+    "t_layers": 5,
+    "t_heads": 8,
+    "t_dropout": 0.02,
+    "multi_freqs": [],
+}
+
+
+def demucs_version() -> str | None:
+    """The installed demucs' version, or None (benchmarks/requirements.txt installs it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("demucs") is None:
+        return None
+    import demucs
+
+    return getattr(demucs, "__version__", "?")
+
+
+def htdemucs(seed: int, device: torch.device | str = "cpu") -> tuple[nn.Module, Callable]:
+    """HTDemucs with random weights, and ``separate(mixture [B, 2, T]) -> [B, 4, 2, T]``
+    through ``demucs.apply.apply_model`` with its defaults (shifts=1, split=True,
+    overlap=0.25, 7.8 s segments), as ``demucs.separate`` runs it."""
+    import random
+
+    from demucs.apply import apply_model
+    from demucs.htdemucs import HTDemucs
+
+    torch.manual_seed(seed)
+    random.seed(seed)  # apply_model's random shift
+    model = HTDemucs(**HTDEMUCS_KWARGS).eval()
+
+    def separate(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return apply_model(model, x, device=str(device))
+
+    return model, separate
 
 
 # --------------------------------------------------------------------------------------------
