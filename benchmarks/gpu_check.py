@@ -325,9 +325,7 @@ def gpu_vs_cpu(device: torch.device, quick: bool) -> dict[str, Any]:
     runtime.apply_matmul_precision("highest")
     with torch.no_grad():
         cpu = Separator([net], device="cpu", precision="fp32")(mixture)
-        other = Separator([net.to(device)], device=device, precision="fp32")(
-            mixture.to(device)
-        )
+        other = Separator([net.to(device)], device=device, precision="fp32")(mixture.to(device))
     diff = (other.cpu() - cpu).abs()
     return {"preset": preset, "seconds": seconds, "max_abs_diff": float(diff.max()),
             "rms_diff": float(diff.pow(2).mean().sqrt()), "device": str(device),
