@@ -19,29 +19,21 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (first: puts src/ and the repository on sys.path)
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from common import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from bsrnn.cli import register_schemas  # noqa: E402
-from bsrnn.data import DataSettings, MusdbDataModule, generate_toy_dataset  # noqa: E402
-from bsrnn.data.toy import toy_dataset_complete  # noqa: E402
-
-register_schemas()
+from bsrnn.data import DataSettings, MusdbDataModule, generate_toy_dataset
+from bsrnn.data.toy import toy_dataset_complete
 
 
 def dataset_settings(overrides: list[str]) -> DataSettings:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("config", overrides=overrides)
-    return DataSettings.from_mapping(OmegaConf.to_container(cfg.dset, resolve=True))
+    """The data settings of ``overrides`` composed from conf/, as train.py checks them."""
+    return common.run_settings(overrides).data
 
 
 def toy_dataset(tmp: str) -> Path:
@@ -148,13 +140,9 @@ def _only_known(overrides: list[str]) -> list[str]:
 
 
 def model_rate(args: argparse.Namespace) -> dict:
-    from bsrnn.losses import SeparationLoss
-    from bsrnn.models import build_model
-
-    torch.manual_seed(0)
-    options = dict(target="vocals", feature_dim=args.feature_dim, num_repeat=args.num_repeat)
-    net = build_model(options).train()
-    loss_fn = SeparationLoss("L1", "t+tf")
+    size = [f"src_mod.feature_dim={args.feature_dim}", f"src_mod.num_repeat={args.num_repeat}"]
+    net = common.preset_model("bsrnn", size, seed=0).train()
+    loss_fn = common.preset_loss(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
     n = 3 * 44100
     sources = 0.1 * torch.randn(args.batch, 1, 2, n)
@@ -193,10 +181,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(
-        f"# batch {args.batch} x 3 s stereo 44.1 kHz; {args.workers} loader workers; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    print(common.machine_line("cpu"))
+    print(f"# batch {args.batch} x 3 s stereo 44.1 kHz; {args.workers} loader workers")
     with tempfile.TemporaryDirectory() as tmp:
         root = toy_dataset(tmp)
         if args.augment:
