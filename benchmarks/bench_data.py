@@ -3,6 +3,7 @@
     python benchmarks/bench_data.py                 # both datasets, 2 workers, CPU model step
     python benchmarks/bench_data.py --workers 4 --examples 400 --steps 5
     python benchmarks/bench_data.py --feature-dim 16 --num-repeat 2 --threads 1   # bsrnn-tiny
+    python benchmarks/bench_data.py --quick         # a small stand-in set, seconds
     python benchmarks/bench_data.py --augment --workers 0 --examples 24 --no-model
         # augmentation cost: augment=none/reference/msst, then each heavy MSST effect made
         # certain (probability 1 for every source) against the light MSST set alone
@@ -36,8 +37,13 @@ def dataset_settings(overrides: list[str]) -> DataSettings:
     return common.run_settings(overrides).data
 
 
-def toy_dataset(tmp: str) -> Path:
-    settings = dataset_settings(["dset=toy"])
+#: A small stand-in dataset for ``--quick`` (three training tracks of about 3 s, one test track).
+QUICK_TOY = ["dset.toy.n_train=3", "dset.toy.n_test=1", "dset.toy.min_duration=3.0",
+             "dset.toy.max_duration=3.5"]  # fmt: skip
+
+
+def toy_dataset(tmp: str, quick: bool = False) -> Path:
+    settings = dataset_settings(["dset=toy", *(QUICK_TOY if quick else [])])
     params = settings.toy
     local = REPO / settings.data_dir
     if toy_dataset_complete(local, params):
@@ -178,13 +184,21 @@ def main() -> None:
     parser.add_argument(
         "--augment", action="store_true", help="loader rate per augmentation (dset=musdb18hq)"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small stand-in set, bsrnn-tiny's size, 8 examples, 1 step",
+    )
+    args = parser.parse_args()  # fmt: skip
+    if args.quick:
+        args.feature_dim, args.num_repeat, args.examples, args.steps = 16, 2, 8, 1
+        args.workers, args.threads = 0, args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
     print(common.machine_line("cpu"))
     print(f"# batch {args.batch} x 3 s stereo 44.1 kHz; {args.workers} loader workers")
     with tempfile.TemporaryDirectory() as tmp:
-        root = toy_dataset(tmp)
+        root = toy_dataset(tmp, args.quick)
         if args.augment:
             rows = augment_rows(root, args)
         else:

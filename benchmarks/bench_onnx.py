@@ -35,6 +35,7 @@ def main() -> None:
 
     import onnxruntime
 
+    from bsrnn.apply import preferred_segment
     from bsrnn.checkpoints import save_model
     from bsrnn.chunking import ChunkSettings
     from bsrnn.export import export_model_dir
@@ -65,8 +66,9 @@ def main() -> None:
 
             ours = load_separator(model_dir, precision="fp32")
             ort = OnnxSeparator(Path(tmp) / "exported", threads=args.threads)
-            if ours.preferred_segment is not None:
-                ours.chunking = ChunkSettings(segment_len=ours.preferred_segment)
+            segment = preferred_segment(ours.models)
+            if segment is not None:
+                ours.chunking = ChunkSettings(segment_len=segment)
             assert ort.chunking == ours.chunking, (ort.chunking, ours.chunking)
             times: dict[str, list[float]] = {"pt": [], "ort": []}
             outs = {}
