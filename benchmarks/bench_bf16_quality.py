@@ -16,26 +16,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import common  # noqa: F401  (first: puts src/ and the repository on sys.path)
 import numpy as np
 import torch
+from common import REPO
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from bsrnn.checkpoints import load_model  # noqa: E402
-from bsrnn.chunking import ChunkSettings  # noqa: E402
-from bsrnn.data import DataSettings, read_track_audio  # noqa: E402
-from bsrnn.losses import SeparationLoss  # noqa: E402
-from bsrnn.metrics import csdr, usdr  # noqa: E402
-from bsrnn.models import SeparationModel, build_model  # noqa: E402
-from bsrnn.paths import checkpoint_path  # noqa: E402
-from bsrnn.runtime import cpu_bf16_support, cpu_model  # noqa: E402
-from bsrnn.separator import Separator  # noqa: E402
+from bsrnn.checkpoints import load_model
+from bsrnn.chunking import ChunkSettings
+from bsrnn.data import DataSettings, read_track_audio
+from bsrnn.losses import SeparationLoss
+from bsrnn.metrics import csdr, usdr
+from bsrnn.models import SeparationModel, build_model
+from bsrnn.paths import checkpoint_path
+from bsrnn.runtime import cpu_bf16_support
+from bsrnn.separator import Separator
 
 
 @contextlib.contextmanager
@@ -129,8 +127,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     native, why = cpu_bf16_support()
     mode = "native (CPU autocast)" if native else f"EMULATED numerics ({why})"
-    print(f"machine: {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}")
-    print(f"bf16: {mode}; {time.strftime('%Y-%m-%d')}")
+    print(common.machine_line("cpu", args.threads))
+    print(f"bf16: {mode}")
 
     folder = Path(args.out_dir) / args.preset
     multi = checkpoint_path(folder, ["vocals", "bass"])

@@ -17,8 +17,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
-import time
 
+import common  # noqa: F401  (first: puts src/ and the repository on sys.path)
 import numpy as np
 import torch
 
@@ -47,10 +47,8 @@ def best_time(fn, repeats: int) -> tuple[float, float, object]:
     wall = cpu = float("inf")
     out = None
     for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        wall = min(wall, time.perf_counter() - w0)
-        cpu = min(cpu, time.process_time() - c0)
+        w, c, out = common.timed(fn)
+        wall, cpu = min(wall, w), min(cpu, c)
     return wall, cpu, out
 
 
@@ -63,6 +61,7 @@ def main() -> None:
     torch.set_num_threads(1)
     load_museval_metrics()  # fails early with an install hint
 
+    print(common.machine_line("cpu", 1))
     refs, ests = make_signals(args.seconds)
     t_read, _, _ = best_time(lambda: (refs.max(), ests.max()), args.repeats)
     csdr_frames(refs, ests, win=SR, hop=SR)  # warm-up (page faults, imports)

@@ -3,6 +3,7 @@
     python benchmarks/bench_data.py                 # both datasets, 2 workers, CPU model step
     python benchmarks/bench_data.py --workers 4 --examples 400 --steps 5
     python benchmarks/bench_data.py --feature-dim 16 --num-repeat 2 --threads 1   # bsrnn-tiny
+    python benchmarks/bench_data.py --quick         # a small stand-in set, seconds
     python benchmarks/bench_data.py --augment --workers 0 --examples 24 --no-model
         # augmentation cost: augment=none/reference/msst, then each heavy MSST effect made
         # certain (probability 1 for every source) against the light MSST set alone
@@ -19,33 +20,30 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (first: puts src/ and the repository on sys.path)
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from common import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from bsrnn.cli import register_schemas  # noqa: E402
-from bsrnn.data import DataSettings, MusdbDataModule, generate_toy_dataset  # noqa: E402
-from bsrnn.data.toy import toy_dataset_complete  # noqa: E402
-
-register_schemas()
+from bsrnn.data import DataSettings, MusdbDataModule, generate_toy_dataset
+from bsrnn.data.toy import toy_dataset_complete
 
 
 def dataset_settings(overrides: list[str]) -> DataSettings:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("config", overrides=overrides)
-    return DataSettings.from_mapping(OmegaConf.to_container(cfg.dset, resolve=True))
+    """The data settings of ``overrides`` composed from conf/, as train.py checks them."""
+    return common.run_settings(overrides).data
 
 
-def toy_dataset(tmp: str) -> Path:
-    settings = dataset_settings(["dset=toy"])
+#: A small stand-in dataset for ``--quick`` (four training tracks of 8-9 s, one test track).
+QUICK_TOY = ["dset.toy.n_train=4", "dset.toy.n_test=1", "dset.toy.min_duration=8.0",
+             "dset.toy.max_duration=9.0"]  # fmt: skip
+
+
+def toy_dataset(tmp: str, quick: bool = False) -> Path:
+    settings = dataset_settings(["dset=toy", *(QUICK_TOY if quick else [])])
     params = settings.toy
     local = REPO / settings.data_dir
     if toy_dataset_complete(local, params):
@@ -148,13 +146,9 @@ def _only_known(overrides: list[str]) -> list[str]:
 
 
 def model_rate(args: argparse.Namespace) -> dict:
-    from bsrnn.losses import SeparationLoss
-    from bsrnn.models import build_model
-
-    torch.manual_seed(0)
-    options = dict(target="vocals", feature_dim=args.feature_dim, num_repeat=args.num_repeat)
-    net = build_model(options).train()
-    loss_fn = SeparationLoss("L1", "t+tf")
+    size = [f"src_mod.feature_dim={args.feature_dim}", f"src_mod.num_repeat={args.num_repeat}"]
+    net = common.preset_model("bsrnn", size, seed=0).train()
+    loss_fn = common.preset_loss(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
     n = 3 * 44100
     sources = 0.1 * torch.randn(args.batch, 1, 2, n)
@@ -190,15 +184,21 @@ def main() -> None:
     parser.add_argument(
         "--augment", action="store_true", help="loader rate per augmentation (dset=musdb18hq)"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small stand-in set, bsrnn-tiny's size, 8 examples, 1 step",
+    )
+    args = parser.parse_args()  # fmt: skip
+    if args.quick:
+        args.feature_dim, args.num_repeat, args.examples, args.steps = 16, 2, 8, 1
+        args.workers, args.threads = 0, args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(
-        f"# batch {args.batch} x 3 s stereo 44.1 kHz; {args.workers} loader workers; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    print(common.machine_line("cpu"))
+    print(f"# batch {args.batch} x 3 s stereo 44.1 kHz; {args.workers} loader workers")
     with tempfile.TemporaryDirectory() as tmp:
-        root = toy_dataset(tmp)
+        root = toy_dataset(tmp, args.quick)
         if args.augment:
             rows = augment_rows(root, args)
         else:

@@ -16,36 +16,13 @@ difference of the stems relative to their peak.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import common  # noqa: F401  (first: puts src/ and the repository on sys.path)
 import numpy as np
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def compose_preset(name: str) -> dict:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from bsrnn.cli import register_schemas
-
-    register_schemas()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"src_mod={name}"])
-    return OmegaConf.to_container(cfg.src_mod, resolve=True)
-
-
-def machine() -> str:
-    from bsrnn.runtime import cpu_flags, cpu_model
-
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx")))
-    return f"{cpu_model()} ({' '.join(flags)}), {platform.system()}"
 
 
 def main() -> None:
@@ -58,27 +35,23 @@ def main() -> None:
 
     import onnxruntime
 
+    from bsrnn.apply import preferred_segment
     from bsrnn.checkpoints import save_model
     from bsrnn.chunking import ChunkSettings
     from bsrnn.export import export_model_dir
     from bsrnn.model_folder import load_separator
-    from bsrnn.models import build_model
     from bsrnn.onnx_runtime import OnnxSeparator
     from bsrnn.paths import checkpoint_path
 
     torch.set_num_threads(args.threads)
-    print(
-        f"machine: {machine()}; {args.threads} thread(s); torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}; {datetime.date.today()}"
-    )
+    print(f"{common.machine_line('cpu', args.threads)}; onnxruntime {onnxruntime.__version__}")
     print(f"{'preset':<14} {'PyTorch s':>10} {'ORT s':>8} {'PT/ORT':>7} {'max diff':>9}")
-    presets = [p for p in args.presets if (REPO / "conf" / "src_mod" / f"{p}.yaml").is_file()]
+    presets = [p for p in args.presets if common.preset_exists(p)]
     for name in args.presets:
         if name not in presets:
             print(f"{name:<14} (no preset conf/src_mod/{name}.yaml: skipped)")
     for name in presets:
-        torch.manual_seed(0)
-        model = build_model(compose_preset(name)).eval()
+        model = common.preset_model(name, seed=0).eval()
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = Path(tmp) / "model"
             model_dir.mkdir()
@@ -93,16 +66,18 @@ def main() -> None:
 
             ours = load_separator(model_dir, precision="fp32")
             ort = OnnxSeparator(Path(tmp) / "exported", threads=args.threads)
-            if ours.preferred_segment is not None:
-                ours.chunking = ChunkSettings(segment_len=ours.preferred_segment)
+            segment = preferred_segment(ours.models)
+            if segment is not None:
+                ours.chunking = ChunkSettings(segment_len=segment)
             assert ort.chunking == ours.chunking, (ort.chunking, ours.chunking)
             times: dict[str, list[float]] = {"pt": [], "ort": []}
             outs = {}
             for _ in range(args.repeats):
                 for key, runner in (("pt", ours), ("ort", ort)):
-                    start = time.process_time()
-                    outs[key] = runner.separate_audio(mix, rate)
-                    times[key].append(time.process_time() - start)
+                    _, cpu, outs[key] = common.timed(
+                        lambda r=runner, m=mix, sr=rate: r.separate_audio(m, sr)
+                    )
+                    times[key].append(cpu)
             pt, rt = min(times["pt"]), min(times["ort"])
             diff = np.abs(outs["pt"] - outs["ort"]).max() / np.abs(outs["pt"]).max()
             print(f"{name:<14} {pt:>10.1f} {rt:>8.1f} {pt / rt:>7.2f} {diff:>9.1e}")

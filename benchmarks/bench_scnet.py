@@ -21,37 +21,21 @@ SCNet's separation time goes (torch.profiler, grouped: LSTMs, convolutions, FFT/
 
     python benchmarks/bench_scnet.py                       # both modes, 30 s, 1 thread
     python benchmarks/bench_scnet.py --mode separate --seconds 10 --repeats 1 --profile
+    python benchmarks/bench_scnet.py --quick               # tiny presets: seconds
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "benchmarks"))
+import common  # noqa: F401  (first: puts src/ and the repository on sys.path)
+import torch
 
-import torch  # noqa: E402
+from bsrnn import runtime
 
-from bsrnn import runtime  # noqa: E402
-
-SR = 44100
 TRAIN_MODELS = ("scnet", "bs-roformer", "simo-bsrnn")
-
-
-def preset_model(name: str) -> torch.nn.Module:
-    """The network of ``conf/src_mod/<name>.yaml`` with random weights."""
-    from bench_train import make_model
-
-    return make_model(name, SR)
 
 
 def profile_groups(run, mix: torch.Tensor) -> dict[str, float]:
@@ -80,79 +64,44 @@ def profile_groups(run, mix: torch.Tensor) -> dict[str, float]:
 
 
 def child_separate(cfg: dict[str, Any]) -> dict[str, Any]:
-    import bench_separation as bs
-
     from bsrnn.separator import Separator
 
-    kind, seed = cfg["kind"], cfg["seed"]
-    torch.manual_seed(seed)
-    if kind == "htdemucs":
-        import random
-
-        from demucs.apply import apply_model
-        from demucs.htdemucs import HTDemucs
-
-        random.seed(seed)
-        model = HTDemucs(**bs.HTDEMUCS_KWARGS).eval()
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return apply_model(model, x, device="cpu")
-
+    seed = cfg["seed"]
+    if cfg["kind"] == "htdemucs":
+        model, run = common.htdemucs(seed)
         precision = "fp32"
     else:
-        model = preset_model("scnet").eval()
+        model = common.preset_model(cfg["kind"], seed=seed).eval()
         sep = Separator([model], precision=cfg["precision"])
         precision = sep.resolve_precision()
         run = sep
     params = sum(p.numel() for p in model.parameters())
-    mix = bs.mixture(cfg["seconds"], seed)[None]
-    run(bs.mixture(cfg["warmup_seconds"], seed + 1)[None])
-    times = []
-    for _ in range(cfg["repeats"]):
-        gc.collect()
-        t0 = time.perf_counter()
-        out = run(mix)
-        times.append(time.perf_counter() - t0)
-    result = {"best_s": min(times), "params": params, "precision": precision,
-              "out_shape": list(out.shape)}  # fmt: skip
+    mix = common.mixture(cfg["seconds"], seed)[None]
+    run(common.mixture(cfg["warmup_seconds"], seed + 1)[None])
+    times = common.best_of(lambda: run(mix), cfg["repeats"], warmup=0)
+    result = {"best_s": times.best("wall"), "params": params, "precision": precision}
     if cfg.get("profile"):
         result["profile"] = profile_groups(run, mix)
     return result
 
 
 def child_train(cfg: dict[str, Any]) -> dict[str, Any]:
-    torch.manual_seed(cfg["seed"])
-    net = preset_model(cfg["kind"]).train()
+    net = common.preset_model(cfg["kind"], seed=cfg["seed"]).train()
     channels = net.audio_channels or 2
-    n = int(round(cfg["seconds"] * SR))
+    n = int(round(cfg["seconds"] * net.sample_rate))
     mix = 0.1 * torch.randn(cfg["batch"], channels, n)
     ref = 0.1 * torch.randn(cfg["batch"], len(net.targets), channels, n)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
 
-    def step() -> float:
-        t0 = time.perf_counter()
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         loss = (net(mix).waveforms - ref).abs().mean()
         loss.backward()
         opt.step()
-        return time.perf_counter() - t0
 
-    for _ in range(cfg["warmup"]):
-        step()
-    times = [step() for _ in range(cfg["repeats"])]
-    return {"best_s": min(times), "params": sum(p.numel() for p in net.parameters()),
+    times = common.best_of(step, cfg["repeats"], warmup=cfg["warmup"])
+    return {"best_s": times.best("wall"), "params": sum(p.numel() for p in net.parameters()),
             "stems": len(net.targets)}  # fmt: skip
-
-
-def run_child(cfg: dict[str, Any], threads: int) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, __file__, "--child", json.dumps({**cfg, "threads": threads})]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -167,8 +116,18 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny presets, 2 s separation, 1 s train step, 1 repeat",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args()  # fmt: skip
+    scnet, train_models = "scnet", TRAIN_MODELS
+    if args.quick:
+        scnet, train_models = "scnet-tiny", tuple(f"{m}-tiny" for m in TRAIN_MODELS)
+        args.seconds, args.warmup_seconds, args.repeats = 2.0, 1.0, 1
+        args.train_seconds, args.train_steps = 1.0, 1
     if args.child:
         cfg = json.loads(args.child)
         runtime.set_num_threads(cfg["threads"])
@@ -176,22 +135,21 @@ def main() -> None:
         print(json.dumps(fn(cfg)))
         return
 
-    import bench_separation as bs
-
-    print(bs.machine_line(args.threads))
-    print(f"CPU flags: {' '.join(sorted(runtime_flags()))}")
+    print(common.machine_line("cpu", args.threads))
     if args.mode in ("separate", "both"):
         print(f"\nfour-stem separation of {args.seconds:g} s stereo, {args.threads} thread(s)")
         print("| configuration | precision | time (s) | x real time | speed vs HTDemucs |")
         print("|---|---|---|---|---|")
-        rows = [("htdemucs", "fp32"), ("scnet", "fp32"), ("scnet", "auto")]
+        rows = [("htdemucs", "fp32"), (scnet, "fp32"), (scnet, "auto")]
         results = {}
         for kind, precision in rows:
             cfg = dict(mode="separate", kind=kind, precision=precision, seconds=args.seconds,
                        warmup_seconds=args.warmup_seconds, repeats=args.repeats,
-                       seed=args.seed, profile=args.profile and kind == "scnet"
+                       seed=args.seed, profile=args.profile and kind == scnet
                        and precision == "fp32")  # fmt: skip
-            results[(kind, precision)] = res = run_child(cfg, args.threads)
+            results[(kind, precision)] = res = common.run_child(
+                __file__, {**cfg, "threads": args.threads}, args.threads
+            )
             if "error" in res:
                 print(f"| {kind} ({precision}) | - | error: {res['error']} | | |")
                 continue
@@ -204,37 +162,21 @@ def main() -> None:
                 total = sum(res["profile"].values())
                 parts = ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f} %)"
                                   for k, v in res["profile"].items())  # fmt: skip
-                print(f"|   profile of scnet fp32 (self CPU time) | | {parts} | | |")
+                print(f"|   profile of {scnet} fp32 (self CPU time) | | {parts} | | |")
     if args.mode in ("train", "both"):
         print(f"\ntraining step (forward + L1 + backward + Adam), batch {args.train_batch} x "
               f"{args.train_seconds:g} s stereo, {args.threads} thread(s)")  # fmt: skip
         print("| preset | stems | parameters | step (s) |")
         print("|---|---|---|---|")
-        for name in TRAIN_MODELS:
+        for name in train_models:
             cfg = dict(mode="train", kind=name, batch=args.train_batch,
                        seconds=args.train_seconds, warmup=1, repeats=args.train_steps,
                        seed=args.seed)  # fmt: skip
-            res = run_child(cfg, args.threads)
+            res = common.run_child(__file__, {**cfg, "threads": args.threads}, args.threads)
             if "error" in res:
                 print(f"| {name} | | | error: {res['error']} |")
                 continue
             print(f"| {name} | {res['stems']} | {res['params']:,} | {res['best_s']:.2f} |")
-
-
-def runtime_flags() -> set[str]:
-    """The CPU's SIMD flags that matter here (AVX*, AMX, FMA, F16C)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return {
-                f
-                for f in line.split(":", 1)[1].split()
-                if f.startswith(("avx", "amx", "fma", "f16c"))
-            }
-    return set()
 
 
 if __name__ == "__main__":

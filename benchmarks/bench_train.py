@@ -30,46 +30,23 @@ RAM on the CPU.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
-import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
+import common  # noqa: F401  (first: puts src/ and the repository on sys.path)
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from bench_separation import _reset_peak_rss  # noqa: E402  (benchmarks/ is on sys.path)
-
-from bsrnn import runtime  # noqa: E402
-from bsrnn.errors import ConfigError  # noqa: E402
-from bsrnn.losses import build_loss  # noqa: E402
-from bsrnn.settings import OptimSettings  # noqa: E402
+from bsrnn import runtime
+from bsrnn.errors import ConfigError
 
 #: Autocast dtype of each Lightning precision this benchmark times.
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
-# --------------------------------------------------------------------------------------------
-# The network (the lead switches model construction here)
-# --------------------------------------------------------------------------------------------
 def make_model(name: str, sample_rate: int) -> torch.nn.Module:
-    """The network of preset ``conf/src_mod/<name>.yaml`` (composed as train.py does) with
-    random weights."""
-    from hydra import compose, initialize_config_dir
-
-    from bsrnn.cli import build_settings, register_schemas
-    from bsrnn.models import build_model
-
-    register_schemas()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"src_mod={name}", f"sample_rate={sample_rate}"])
-    return build_model(build_settings(cfg).model)
+    """The network of preset ``conf/src_mod/<name>.yaml`` with random weights."""
+    return common.preset_model(name, [f"sample_rate={sample_rate}"], seed=None)
 
 
 def compile_non_rnn(net: torch.nn.Module) -> torch.nn.Module:
@@ -82,23 +59,6 @@ def compile_non_rnn(net: torch.nn.Module) -> torch.nn.Module:
                 setattr(block, name, torch.compile(getattr(block, name)))
     net.maskers = torch.nn.ModuleList(torch.compile(m) for m in net.maskers)
     return net
-
-
-# --------------------------------------------------------------------------------------------
-# Timing
-# --------------------------------------------------------------------------------------------
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_rss_gib(exact: bool) -> float:
-    if exact:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process, so far
 
 
 def usable(precision: str, device: torch.device, force_bf16: bool) -> str | None:
@@ -122,7 +82,7 @@ def bench(name: str, precision: str, args: argparse.Namespace) -> dict[str, Any]
     torch.manual_seed(0)  # the same initial weights and batch for every precision
     net = make_model(name, args.sample_rate).to(device).train()
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    loss_fn = build_loss(OptimSettings(), net.loss_preference, net.stft_spec).to(device)
+    loss_fn = common.preset_loss(net).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
     dtype = PRECISIONS[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
@@ -137,8 +97,7 @@ def bench(name: str, precision: str, args: argparse.Namespace) -> dict[str, Any]
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-        with autocast:  # forward and loss, as Lightning's *-mixed precisions
+        with common.autocast(device, dtype):  # forward and loss, as Lightning's *-mixed precisions
             out = forward(mixture)
             loss = loss_fn(out.waveforms.float(), sources, est_stfts=out.stfts)
         scaler.scale(loss).backward()
@@ -151,15 +110,15 @@ def bench(name: str, precision: str, args: argparse.Namespace) -> dict[str, Any]
     steps = args.steps if name != "bsrnn-large" else max(1, args.large_steps)
     for _ in range(args.warmup):
         step()
-    sync(device)
-    exact = device.type == "cpu" and _reset_peak_rss()
+    common.sync(device)
+    exact = device.type == "cpu" and common.reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, losses = [], []
     for _ in range(steps):
         start = time.perf_counter()
         losses.append(step())
-        sync(device)
+        common.sync(device)
         times.append(time.perf_counter() - start)
     mean = statistics.fmean(times)
     return {
@@ -172,7 +131,7 @@ def bench(name: str, precision: str, args: argparse.Namespace) -> dict[str, Any]
         "peak_gib": (
             torch.cuda.max_memory_allocated(device) / 2**30
             if device.type == "cuda"
-            else _peak_rss_gib(exact)
+            else common.peak_rss_mib(exact) / 1024
         ),
     }
 
@@ -209,21 +168,12 @@ def main() -> None:
     if args.threads is not None:
         runtime.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda: no CUDA device available")
-        where = f"{torch.cuda.get_device_name(device)}, matmul {args.matmul_precision}"
-    else:
-        bf16, reason = runtime.cpu_bf16_support()
-        where = (
-            f"{runtime.cpu_model()}, {torch.get_num_threads()} threads, native bf16 "
-            f"{'yes' if bf16 else 'no'} ({reason})"
-        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device available")
+    print(common.machine_line(device), flush=True)
     print(
         f"# train step: batch {args.batch} x {args.seconds:g} s stereo, the architecture's loss, "
-        "Adam, clip 5; "
-        f"{where}; compile {args.compile}; torch {torch.__version__}; "
-        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+        f"Adam, clip 5; compile {args.compile}; matmul precision {args.matmul_precision}",
         flush=True,
     )
     precisions = ["32"] if args.precision == "32" else ["32", args.precision]

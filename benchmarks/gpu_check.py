@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,12 +37,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import common  # noqa: F401  (first: puts src/ and the repository on sys.path)
 import torch
+from common import REPO, compose, sync
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from bsrnn import runtime  # noqa: E402
+from bsrnn import runtime
 
 PRESETS = ["bsrnn", "simo-bsrnn-opt", "bs-roformer", "scnet"]
 QUICK_PRESETS = {"bsrnn": "bsrnn-tiny", "simo-bsrnn-opt": "simo-bsrnn-tiny",
@@ -59,24 +56,12 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"[:400]
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from bsrnn.cli import register_schemas
-
-    register_schemas()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return hydra_compose("config", overrides=overrides)
-
-
 def build(overrides: list[str]):
     """(settings, network, loss) of a composed config."""
-    from bsrnn.cli import build_settings
     from bsrnn.losses import build_loss
     from bsrnn.models import build_model
 
-    settings = build_settings(compose(overrides))
+    settings = common.run_settings(overrides)
     torch.manual_seed(0)
     net = build_model(settings.model)
     optim = settings.optim
@@ -84,35 +69,24 @@ def build(overrides: list[str]):
     return settings, net, loss
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def presets(quick: bool) -> list[str]:
-    present = [p for p in PRESETS if (REPO / "conf" / "src_mod" / f"{p}.yaml").is_file()]
+    present = [p for p in PRESETS if common.preset_exists(p)]
     if not quick:
         return present
-    return [QUICK_PRESETS[p] for p in present
-            if (REPO / "conf" / "src_mod" / f"{QUICK_PRESETS[p]}.yaml").is_file()]  # fmt: skip
+    return [QUICK_PRESETS[p] for p in present if common.preset_exists(QUICK_PRESETS[p])]
 
 
 # --------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------
 def environment(device: torch.device) -> dict[str, Any]:
-    native, reason = runtime.bf16_native(device)
-    info = {
-        "device": str(device),
-        "name": runtime.cpu_model() if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "python": platform.python_version(),
-        "bf16_native": native,
-        "bf16_reason": reason,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
+    info = common.machine_info(device)
+    info.update(
+        name=info.get("gpu", info["cpu"]),
+        cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        cuda=torch.version.cuda,
+        line=common.machine_line(device),
+    )
     if device.type == "cuda":
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
     return info
@@ -212,7 +186,7 @@ def train_step(device: torch.device, quick: bool) -> list[dict[str, Any]]:
         base = preset.replace("-tiny", "") if quick else preset
         base = next((k for k, v in QUICK_PRESETS.items() if v == preset), base)
         recipe = RECIPES.get(base)
-        if recipe is None or not (REPO / "conf" / "experiment" / f"{recipe}.yaml").is_file():
+        if recipe is None or not common.experiment_exists(recipe):
             rows.append({"preset": preset, "error": f"no recipe conf/experiment/{recipe}.yaml"})
             continue
         overrides = [f"+experiment={recipe}"]
@@ -326,9 +300,7 @@ def gpu_vs_cpu(device: torch.device, quick: bool) -> dict[str, Any]:
     runtime.apply_matmul_precision("highest")
     with torch.no_grad():
         cpu = Separator([net], device="cpu", precision="fp32")(mixture)
-        other = Separator([net.to(device)], device=device, precision="fp32")(
-            mixture.to(device)
-        )
+        other = Separator([net.to(device)], device=device, precision="fp32")(mixture.to(device))
     diff = (other.cpu() - cpu).abs()
     return {"preset": preset, "seconds": seconds, "max_abs_diff": float(diff.max()),
             "rms_diff": float(diff.pow(2).mean().sqrt()), "device": str(device),
@@ -343,6 +315,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# GPU check: {env.get('name')} ({env.get('device')}), {env.get('date')}", "",
              f"torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}, "
              f"native bf16: {env.get('bf16_native')} ({env.get('bf16_reason')})", "",
+             env.get("line", ""), "",
              "## Precision matrix", "",
              "| preset | precision | loss | rel. diff vs fp32 | waveforms | STFTs | RNN out | "
              "grads finite | error |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -414,12 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 report[name] = {"error": _error(err), "traceback": traceback.format_exc()[-2000:]}
             print(f"gpu_check: {name} done in {time.perf_counter() - s0:.1f} s", flush=True)
     report["seconds"] = time.perf_counter() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
-    from bsrnn.files import write_text_atomic
-
-    write_text_atomic(args.out / "gpu_check.json", json.dumps(report, indent=1, default=str))
-    write_text_atomic(args.out / "gpu_check.md", markdown(report))
-    print(f"gpu_check: {args.out / 'gpu_check.json'}, {args.out / 'gpu_check.md'}")
+    common.write_results(args.out, "gpu_check", markdown(report), report)
     return report
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "reference-ckpt"
 NEWEST_FIXTURES = SHARED / "fixtures" / "reference-newest"
-
-# benchmarks/ holds the per-band baseline network that tests compare against
-if str(REPO / "benchmarks") not in sys.path:
-    sys.path.insert(0, str(REPO / "benchmarks"))
 
 # the presets in conf/src_mod/ build on the architecture schemas the entry scripts register
 register_schemas()

@@ -1,6 +1,6 @@
 """Our batched BSRNN computes the reference's newest network, option by option.
 
-1. The plain per-band baseline (benchmarks/per_band_baseline.py, written from the architecture
+1. The plain per-band baseline (tests/reference/per_band_baseline.py, written from the architecture
    description) reproduces every checkpoint that the reference's own code wrote, newest and
    seed versions: the baseline is the reference's network.
 2. For option combinations covering every option, the baseline with random weights (norms,
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from per_band_baseline import PerBandBSRNN
 
 from bsrnn.errors import CheckpointError
 from bsrnn.models import build_model, count_parameters
 from bsrnn.models.bsrnn_checkpoints import convert_reference_state_dict
+from tests.reference.per_band_baseline import PerBandBSRNN
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 NEWEST = ["vocals-opt", "bass-opt-notac", "other-naive", "simo-opt"]

@@ -3,7 +3,6 @@ batched bands vs the plain per-band computation, the MSST reader and the config 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,9 +27,7 @@ from bsrnn.models.roformer_msst import (
     read_msst_yaml,
     state_dict_to_msst,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from roformer_per_band_baseline import PerBandRoformer  # noqa: E402
+from tests.reference.roformer_per_band_baseline import PerBandRoformer
 
 # shared/ sits beside the checkout (in CI too): a missing fixture folder fails the tests
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "msst-roformer"

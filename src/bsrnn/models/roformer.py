@@ -33,7 +33,7 @@ layer (RMSNorm, Linear 4x, GELU, Linear), each with a residual.
 
 Bands of equal width share stacked weights, so the band split and the mask heads run as a few
 batched matmuls (one per distinct width) instead of a loop over 60 bands;
-``benchmarks/roformer_per_band_baseline.py`` is the plain per-band computation and
+``tests/reference/roformer_per_band_baseline.py`` is the plain per-band computation and
 ``tests/test_roformer.py`` checks the two agree and match MSST's stored outputs. The
 transformers keep MSST's parameter names (``layers.i.j.layers.k.0.to_qkv.weight``, ...), the
 stacked band weights have their own (the reader maps MSST's per-band keys onto them).

@@ -10,7 +10,7 @@ layout changes as copies. Module names are MSST's, so MSST's state_dict loads in
 it our model's weights).
 
 ``bsrnn.models.roformer`` (bands batched, one qkv+gate matmul) must compute the same function
-(tests/test_roformer.py) and run faster (benchmarks/bench_roformer.py). Only torch is needed;
+(tests/test_roformer.py) and run faster (benchmarks/bench_model.py). Only torch is needed;
 the Mel band membership ``[bands, bins]`` is passed in.
 """
 
