@@ -18,6 +18,8 @@ from bsrnn.models.roformer import (
     BSRoformerConfig,
     MelRoformer,
     MelRoformerConfig,
+    RoformerConfig,
+    RotaryEmbedding,
 )
 from bsrnn.models.roformer_msst import (
     load_msst_model,
@@ -415,3 +417,23 @@ def test_reader_takes_prefixed_keys_without_rotary_freqs_and_infers_mel(tmp_path
     io = torch.load(FIXTURES / f"{case}.io.pt", weights_only=True)
     with torch.no_grad():
         assert _peak_error(model(io["mixture"]).waveforms, io["output"]) <= 2e-6
+
+
+def test_roformer_config_is_abstract():
+    with pytest.raises(TypeError, match="abstract"):
+        RoformerConfig(dim=8, depth=1)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_rotary_product_is_laid_out_for_attention(grad):
+    """One code path with and without autograd: the rotated q/k come out as contiguous
+    ``[N, h, L, d]`` (what SDPA reads fastest) and equal the real-arithmetic rotation."""
+    n, length, h, d = 3, 5, 2, 8
+    rotary = RotaryEmbedding(d)
+    x = torch.randn(n, length, h * d, requires_grad=grad)
+    rotated = RotaryEmbedding.rotate(x.unflatten(-1, (h, d)), rotary.rotation(length, h, "cpu"))
+    assert rotated.shape == (n, h, length, d) and rotated.is_contiguous()
+    angles = torch.arange(length).float()[:, None] * rotary.freqs
+    cos_sin = torch.stack([angles.cos(), angles.sin()], -1)
+    expected = RotaryEmbedding._rotate_real(x.unflatten(-1, (h, d)), cos_sin)
+    torch.testing.assert_close(rotated, expected)

@@ -43,6 +43,7 @@ Only torch is needed here (no einops, librosa or rotary-embedding-torch).
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ LINEAR_ATTENTION_SCALE = 8.0
 # Options
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class RoformerConfig(ModelConfig):
+class RoformerConfig(ModelConfig, abc.ABC):
     """Options both RoFormers share, named and defaulted as MSST's constructors (``dim`` and
     ``depth`` have no default there: they must be given).
 
@@ -220,15 +221,13 @@ class RoformerConfig(ModelConfig):
     def n_bins(self) -> int:
         return self.stft_n_fft // 2 + 1
 
+    @abc.abstractmethod
     def band_bins(self) -> list[list[int]]:
-        """The bins of every band, low to high (overlapping for Mel); each of
-        :class:`BSRoformerConfig` and :class:`MelRoformerConfig` defines its own."""
-        raise TypeError(f"{type(self).__name__} has no band layout: use a BS or Mel config")
+        """The bins of every band, low to high (overlapping for Mel)."""
 
+    @abc.abstractmethod
     def mask_layers(self) -> int:
-        """Linear layers of each band's mask MLP (MSST's BS and Mel files count differently);
-        each of the two configs defines its own."""
-        raise TypeError(f"{type(self).__name__} has no mask layout: use a BS or Mel config")
+        """Linear layers of each band's mask MLP (MSST's BS and Mel files count differently)."""
 
 
 @dataclass(frozen=True)
@@ -343,19 +342,16 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) * (self.gamma * self.scale)
 
-    def folded(self, weight: torch.Tensor) -> torch.Tensor:
-        """A following Linear's ``weight [out, dim]`` with the gain applied: ``linear(
-        normalize(x), folded(W)) == linear(self(x), W)`` with one pass less over ``x``."""
-        return weight * (self.gamma * self.scale)
-
 
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding as rotary-embedding-torch (theta 10000, interleaved pairs):
     feature pair ``(2i, 2i+1)`` at position ``p`` is rotated by ``p * freqs[i]``.
 
     ``freqs`` is a persistent buffer (MSST stores it once per attention layer: the time
-    transformers share one module, the frequency transformers another). Positions are exact
-    float32 integers (rotary-embedding-torch makes them in the input's dtype: under bf16
+    transformers share one module, the frequency transformers another). It holds no
+    computation of its own (no ``forward``): :class:`Attention` asks it for the
+    :meth:`rotation` of a sequence length and applies it with :meth:`rotate`. Positions are
+    exact float32 integers (rotary-embedding-torch makes them in the input's dtype: under bf16
     autocast it rounds positions above 256).
     """
 
@@ -364,32 +360,31 @@ class RotaryEmbedding(nn.Module):
         freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
         self.register_buffer("freqs", freqs)
 
-    def rotation(self, n: int, device: torch.device) -> torch.Tensor:
-        """``exp(i * p * freqs)`` ``[n, dim / 2]`` (complex64) for positions ``p = 0..n-1``
-        (one per pair of features)."""
+    def rotation(self, n: int, heads: int, device: torch.device) -> torch.Tensor:
+        """``exp(i * p * freqs)`` for positions ``p = 0..n-1`` (one per pair of features):
+        complex64 ``[heads, n, dim / 2]``, the same for every head (written out per head so
+        that :meth:`rotate`'s product takes its layout); when exporting ``[n, dim / 2, 2]``
+        (cos, sin), see :meth:`_rotate_real`."""
         angles = torch.arange(n, device=device, dtype=torch.float32)[:, None] * self.freqs.float()
-        if is_exporting():  # [n, dim / 2, 2] (cos, sin): see _rotate_real
+        if is_exporting():
             return torch.stack([angles.cos(), angles.sin()], -1)
-        return torch.polar(torch.ones_like(angles), angles)
+        return torch.polar(torch.ones_like(angles), angles).expand(heads, -1, -1).contiguous()
 
     @staticmethod
     def rotate(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
         """Queries or keys ``x [N, L, h, d]`` (any strides) rotated pair by pair,
         ``(x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)``, i.e. ``x * cos + rotate_half(x) *
-        sin``, as one complex product with ``rotation [L, d / 2]`` (in float32, returned in
-        ``x``'s dtype) -> ``[N, h, L, d]`` (contiguous without autograd: SDPA reads it faster;
-        a strided view with it)."""
+        sin``, as one complex product with ``rotation [h, L, d / 2]`` (in float32, returned in
+        ``x``'s dtype) -> ``[N, h, L, d]``, contiguous (SDPA reads it faster than a strided
+        view): an elementwise product's output takes the memory layout of its first operand
+        that is not broadcast along a dimension, here ``rotation``'s ``[h, L]`` order."""
         if is_exporting():  # the same product in real arithmetic (ONNX has no complex type)
             return RotaryEmbedding._rotate_real(x, rotation)
         pairs = x.float().unflatten(-1, (-1, 2))
         if pairs.storage_offset() % 2 or any(st % 2 for st in pairs.stride()[:-1]):
             pairs = pairs.contiguous()
         pairs_c = torch.view_as_complex(pairs).transpose(1, 2)  # [N, h, L, d/2]
-        if torch.is_grad_enabled() and pairs_c.requires_grad:
-            rotated = pairs_c * rotation
-        else:
-            rotated = torch.empty(pairs_c.shape, dtype=pairs_c.dtype, device=pairs_c.device)
-            torch.mul(pairs_c, rotation, out=rotated)
+        rotated = rotation * pairs_c  # rotation first: see above
         return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
 
     @staticmethod
@@ -407,7 +402,7 @@ class RotaryEmbedding(nn.Module):
 # --------------------------------------------------------------------------------------------
 class FeedForward(nn.Module):
     """RMSNorm -> Linear(dim, 4 dim) -> GELU -> Linear(4 dim, dim) (dropout after both).
-    ``[..., dim] -> [..., dim]``. The norm's gain is applied to the first Linear's weight."""
+    ``[..., dim] -> [..., dim]``."""
 
     def __init__(self, dim: int, dropout: float, mult: int = 4) -> None:
         super().__init__()
@@ -421,9 +416,20 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm, inner, _, inner_drop, outer, outer_drop = self.net
-        x = F.linear(F.normalize(x, dim=-1), norm.folded(inner.weight), inner.bias)
-        return outer_drop(outer(inner_drop(F.gelu(x))))
+        return self.net(x)
+
+
+class QKVProjection(nn.Linear):
+    """``Linear(dim, 3 * inner, bias=False)`` whose output is split into q, k and v:
+    ``[..., dim] -> 3 x [..., inner]``, computed as three matmuls (on CPU, three outputs of
+    ``inner`` columns are faster than one of ``3 * inner``: cache blocking)."""
+
+    def __init__(self, dim: int, inner: int) -> None:
+        super().__init__(dim, 3 * inner, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = (F.linear(x, w) for w in self.weight.chunk(3))
+        return q, k, v
 
 
 class Attention(nn.Module):
@@ -443,33 +449,26 @@ class Attention(nn.Module):
         inner = heads * dim_head
         self.rotary_embed = rotary_embed
         self.norm = RMSNorm(dim)
-        self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
+        self.to_qkv = QKVProjection(dim, inner)
         self.to_gates = nn.Linear(dim, heads)
         self.to_out = nn.Sequential(nn.Linear(inner, dim, bias=False), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, _ = x.shape
         h, d = self.heads, self.dim_head
-        x = F.normalize(x, dim=-1)  # RMSNorm, its gain applied to the projections' weights
-        # q, k, v as three matmuls: on CPU, three outputs of h*d columns are faster than one
-        # of 3*h*d (cache blocking)
-        q, k, v = (F.linear(x, w) for w in self.norm.folded(self.to_qkv.weight).chunk(3))
-        rotation = self.rotary_embed.rotation(length, x.device)  # [L, d/2]
+        x = self.norm(x)
+        q, k, v = self.to_qkv(x)  # each [N, L, h*d]
+        rotation = self.rotary_embed.rotation(length, h, x.device)
         q = RotaryEmbedding.rotate(q.unflatten(-1, (h, d)), rotation)  # [N, h, L, d]
         k = RotaryEmbedding.rotate(k.unflatten(-1, (h, d)), rotation)
         v = v.unflatten(-1, (h, d)).transpose(1, 2)
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0
         )  # [N, h, L, d]
-        gates = F.linear(x, self.norm.folded(self.to_gates.weight), self.to_gates.bias)
-        gates = gates.sigmoid().unsqueeze(-1)  # [N, L, h, 1]
-        if is_exporting() or (
-            torch.is_grad_enabled() and (out.requires_grad or gates.requires_grad)
-        ):
-            out = out.transpose(1, 2) * gates
-        else:  # written straight into to_out's layout (saves a copy)
-            gated = torch.empty((n, length, h, d), dtype=out.dtype, device=out.device)
-            out = torch.mul(out.transpose(1, 2), gates, out=gated)  # [N, L, h, d]
+        gates = self.to_gates(x).sigmoid().unsqueeze(-1)  # [N, L, h, 1]
+        # gates first: the product takes their layout, [N, L, h, d] contiguous, which to_out
+        # reads without a copy (see RotaryEmbedding.rotate)
+        out = gates * out.transpose(1, 2)
         return self.to_out(out.reshape(n, length, h * d))
 
 
@@ -485,7 +484,8 @@ class LinearAttention(nn.Module):
         self.norm = RMSNorm(dim)
         self.to_qkv = nn.Sequential(nn.Linear(dim, inner * 3, bias=False))
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
-        # index 1 as in MSST, whose index 0 is a rearrange
+        # MSST's to_out is (rearrange heads back into features, Linear): its rearrange is
+        # done before to_out here, the Identity keeps the Linear's key (to_out.1)
         self.to_out = nn.Sequential(nn.Identity(), nn.Linear(inner, dim, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -499,12 +499,35 @@ class LinearAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0
         )  # [N, h, d, L]
-        return self.to_out[1](out.permute(0, 3, 1, 2).reshape(n, length, h * d))
+        return self.to_out(out.permute(0, 3, 1, 2).reshape(n, length, h * d))
+
+
+class TransformerLayer(nn.Module):
+    """Attention + residual, then feed-forward + residual. ``[N, L, dim] -> [N, L, dim]``.
+    The two parts keep MSST's keys, ``0`` (:attr:`attention`) and ``1``
+    (:attr:`feed_forward`)."""
+
+    def __init__(self, attention: Attention | LinearAttention, feed_forward: FeedForward):
+        super().__init__()
+        self.add_module("0", attention)
+        self.add_module("1", feed_forward)
+
+    @property
+    def attention(self) -> Attention | LinearAttention:
+        return getattr(self, "0")
+
+    @property
+    def feed_forward(self) -> FeedForward:
+        return getattr(self, "1")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.attention(x) + x
+        return self.feed_forward(x) + x
 
 
 class Transformer(nn.Module):
-    """``depth`` x (attention + residual, feed-forward + residual), then an output RMSNorm
-    (Mel) or none (BS). ``[N, L, dim] -> [N, L, dim]``."""
+    """``depth`` :class:`TransformerLayer` s, then an output RMSNorm (Mel) or none (BS).
+    ``[N, L, dim] -> [N, L, dim]``. Without ``rotary_embed``: linear attention."""
 
     def __init__(
         self,
@@ -522,14 +545,66 @@ class Transformer(nn.Module):
                 attn: nn.Module = LinearAttention(c.dim, c.heads, c.dim_head, c.attn_dropout)
             else:
                 attn = Attention(c.dim, c.heads, c.dim_head, c.attn_dropout, rotary_embed)
-            self.layers.append(nn.ModuleList([attn, FeedForward(c.dim, c.ff_dropout)]))
+            self.layers.append(TransformerLayer(attn, FeedForward(c.dim, c.ff_dropout)))
         self.norm = RMSNorm(c.dim) if norm_output else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for attn, ff in self.layers:
-            x = attn(x) + x
-            x = ff(x) + x
+        for layer in self.layers:
+            x = layer(x)
         return self.norm(x)
+
+
+class AxialBlock(nn.Module):
+    """One of the network's ``depth`` blocks. ``[B, T, K, D] -> [B, T, K, D]``: a linear
+    transformer over all T*K tokens (if ``linear_transformer_depth > 0``), then the outputs of
+    ``earlier`` blocks added (``skip_connection``), a transformer over frames (one sequence
+    per band) and one over bands (one sequence per frame).
+
+    The transformers keep MSST's keys: ``0, 1, 2`` (linear, time, frequency), or ``0, 1``
+    (time, frequency) without a linear one. ``checkpointed``: each transformer is recomputed
+    in the backward pass (``use_torch_checkpoint``).
+    """
+
+    def __init__(
+        self,
+        linear_transformer: Transformer | None,
+        time_transformer: Transformer,
+        freq_transformer: Transformer,
+        checkpointed: bool,
+    ) -> None:
+        super().__init__()
+        parts = [time_transformer, freq_transformer]
+        if linear_transformer is not None:
+            parts.insert(0, linear_transformer)
+        for i, part in enumerate(parts):
+            self.add_module(str(i), part)
+        self.first_axial = len(parts) - 2  # index of the time transformer
+        self.checkpointed = checkpointed
+
+    @property
+    def linear_transformer(self) -> Transformer | None:
+        return getattr(self, "0") if self.first_axial else None
+
+    @property
+    def time_transformer(self) -> Transformer:
+        return getattr(self, str(self.first_axial))
+
+    @property
+    def freq_transformer(self) -> Transformer:
+        return getattr(self, str(self.first_axial + 1))
+
+    def forward(self, x: torch.Tensor, earlier: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        b, t, k, d = x.shape
+        linear = self.linear_transformer
+        if linear is not None:
+            x = _maybe_checkpoint(self.checkpointed, linear, x.reshape(b, t * k, d))
+            x = x.view(b, t, k, d)
+        for skip in earlier:
+            x = x + skip
+        x = x.transpose(1, 2).contiguous().view(b * k, t, d)  # sequences of frames
+        x = _maybe_checkpoint(self.checkpointed, self.time_transformer, x)
+        x = x.view(b, k, t, d).transpose(1, 2).contiguous().view(b * t, k, d)  # of bands
+        return _maybe_checkpoint(self.checkpointed, self.freq_transformer, x).view(b, t, k, d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,12 +763,12 @@ class Roformer(SeparationModel):
         time_rotary, freq_rotary = RotaryEmbedding(c.dim_head), RotaryEmbedding(c.dim_head)
         self.layers = nn.ModuleList()
         for _ in range(c.depth):
-            block = []
+            linear = None
             if c.linear_transformer_depth > 0:
-                block.append(Transformer(c, c.linear_transformer_depth, None, mel))
-            block.append(Transformer(c, c.time_transformer_depth, time_rotary, mel))
-            block.append(Transformer(c, c.freq_transformer_depth, freq_rotary, mel))
-            self.layers.append(nn.ModuleList(block))
+                linear = Transformer(c, c.linear_transformer_depth, None, mel)
+            time_tf = Transformer(c, c.time_transformer_depth, time_rotary, mel)
+            freq_tf = Transformer(c, c.freq_transformer_depth, freq_rotary, mel)
+            self.layers.append(AxialBlock(linear, time_tf, freq_tf, c.use_torch_checkpoint))
         self.final_norm = None if mel else RMSNorm(c.dim)
         band_bins = c.band_bins()
         groups = BandGroups(band_bins, c.channels)
@@ -749,23 +824,12 @@ class Roformer(SeparationModel):
 
     # -- pieces ----------------------------------------------------------------------------
     def _blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """``depth`` blocks of axial attention. ``[B, T, K, D] -> [B, T, K, D]``."""
-        b, t, k, d = x.shape
-        ckpt = self.config.use_torch_checkpoint
-        store: list[torch.Tensor] = []
+        """The ``depth`` :class:`AxialBlock` s. ``[B, T, K, D] -> [B, T, K, D]``."""
+        outputs: list[torch.Tensor] = []  # the earlier blocks' (skip_connection)
         for block in self.layers:
-            if len(block) == 3:
-                x = _maybe_checkpoint(ckpt, block[0], x.reshape(b, t * k, d)).view(b, t, k, d)
-            time_tf, freq_tf = block[-2], block[-1]
+            x = block(x, outputs)
             if self.config.skip_connection:
-                for earlier in store:
-                    x = x + earlier
-            x = x.transpose(1, 2).contiguous().view(b * k, t, d)  # sequences of frames
-            x = _maybe_checkpoint(ckpt, time_tf, x)
-            x = x.view(b, k, t, d).transpose(1, 2).contiguous().view(b * t, k, d)  # of bands
-            x = _maybe_checkpoint(ckpt, freq_tf, x).view(b, t, k, d)
-            if self.config.skip_connection:
-                store.append(x)
+                outputs.append(x)
         return x
 
     def _overlap_add_bands(self, mask: torch.Tensor) -> torch.Tensor:

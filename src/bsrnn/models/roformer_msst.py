@@ -326,16 +326,17 @@ def _check_keys(
         keys = [k for k in (extra if depth > c.depth else missing) if k.startswith("layers.")]
         fail("depth", f"the checkpoint has {depth} block(s), the config depth={c.depth}", keys)
     per_block = _count(_indices(have, r"layers\.0\.(\d+)\."))
-    if per_block != len(model.layers[0]):
+    ours = len(list(model.layers[0].children()))  # transformers per block
+    if per_block != ours:
         linear = per_block - 2
         fail(
             "linear_transformer_depth",
             f"the checkpoint's blocks hold {per_block} transformers ("
             f"{'with' if linear > 0 else 'without'} a linear transformer) but the config's "
-            f"{len(model.layers[0])} (linear_transformer_depth={c.linear_transformer_depth})",
+            f"{ours} (linear_transformer_depth={c.linear_transformer_depth})",
             [k for k in extra + missing if k.startswith("layers.0.")],
         )
-    first = len(model.layers[0]) - 2  # index of the time transformer
+    first = model.layers[0].first_axial  # index of the time transformer
     checks = [
         ("linear_transformer_depth", 0, c.linear_transformer_depth),
         ("time_transformer_depth", first, c.time_transformer_depth),

@@ -345,6 +345,32 @@ class BandUpsample(nn.Module):
         return torch.cat(outs, 2)
 
 
+class DecoderBlock(nn.Module):
+    """One decoder block: :class:`FusionLayer` with the encoder's skip, then
+    :class:`BandUpsample`. ``[B, C, F', T] -> [B, Cout, F, T]``. Its parts keep MSST's keys
+    (``0``: :attr:`fusion`, ``1``: :attr:`upsample`; MSST holds them in an ``nn.Sequential``)."""
+
+    def __init__(self, channels: int, c_out: int, config: SCNetConfig) -> None:
+        super().__init__()
+        self.add_module("0", FusionLayer(channels))
+        self.add_module("1", BandUpsample(channels, c_out, config))
+
+    @property
+    def fusion(self) -> FusionLayer:
+        return getattr(self, "0")
+
+    @property
+    def upsample(self) -> BandUpsample:
+        return getattr(self, "1")
+
+    def forward(
+        self, x: torch.Tensor, skip: torch.Tensor, lengths: list[int], original: list[int]
+    ) -> torch.Tensor:
+        """``lengths`` / ``original``: the bands' lengths after / before the encoder block's
+        down-sampling (see :class:`SDBlock`)."""
+        return self.upsample(self.fusion(x, skip), lengths, original)
+
+
 # --------------------------------------------------------------------------------------------
 # Separation network
 # --------------------------------------------------------------------------------------------
@@ -457,8 +483,7 @@ class SCNet(SeparationModel):
         for i in range(len(dims) - 1):
             self.encoder.append(SDBlock(dims[i], dims[i + 1], c))
             out = dims[i] * stems if i == 0 else dims[i]
-            up = nn.Sequential(FusionLayer(dims[i + 1]), BandUpsample(dims[i + 1], out, c))
-            self.decoder.insert(0, up)
+            self.decoder.insert(0, DecoderBlock(dims[i + 1], out, c))
         self.separation_net = SeparationNet(dims[-1], c.expand, c.num_dplayer)
         if self.masked:
             self.pos_embed_f = nn.Parameter(torch.zeros(1, dims[0], c.n_bins, 1))
@@ -510,8 +535,8 @@ class SCNet(SeparationModel):
             x, skip, lengths, original = block(x)
             skips.append((skip, lengths, original))
         x = self.separation_net(x)
-        for (fusion, up), (skip, lengths, original) in zip(self.decoder, reversed(skips)):
-            x = up(fusion(x, skip), lengths, original)
+        for block, (skip, lengths, original) in zip(self.decoder, reversed(skips)):
+            x = block(x, skip, lengths, original)
         if self.masked:
             mask = self.mask_layer(x).view(b, stems, ch, 2, f, t)
             mix = spec.permute(0, 1, 4, 2, 3)[:, None]  # [B, 1, C, 2, F, T]
