@@ -93,9 +93,7 @@ def _compare(model_dir: Path, exported: Path, song: Path, segment: float | None)
     audio, rate = sf.read(song, dtype="float32", always_2d=True)
     audio = audio.T
     chunking = ChunkSettings(segment_len=segment) if segment else ChunkSettings()
-    reference = load_separator(model_dir, chunking=chunking)
-    if segment is None and reference.preferred_segment is not None:
-        reference.chunking = ChunkSettings(segment_len=reference.preferred_segment)
+    reference = load_separator(model_dir, chunking=chunking)  # null: the model's segment
     expected = reference.separate_audio(audio, rate)
     runtime = OnnxSeparator(exported, segment=segment, threads=1)
     assert runtime.targets == reference.targets
