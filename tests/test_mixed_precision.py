@@ -9,7 +9,8 @@ and loss backward under ``torch.autocast("cpu", torch.bfloat16)`` inside it show
 what CUDA would do.
 
 The presets run forward + loss backward on :data:`SECONDS` of audio; the full-size ones with
-fewer repeated blocks (:data:`REDUCED`: one BSRNN block; one RoFormer block of width 32; every
+fewer repeated blocks (:data:`REDUCED`: one BSRNN block; one RoFormer block of width 32; two
+SCNet dual-path layers, the large one at the small one's widths; every
 other option as the preset): their repeated blocks are identical in dtype handling,
 and at full size mel-roformer alone takes minutes under emulated bf16 on a CPU without native
 bf16 (225 s forward + backward of 0.5 s on an AVX2 EPYC, one thread, even with one block).
@@ -45,6 +46,10 @@ REDUCED = {
     },
     "bs-roformer": ["src_mod.depth=1", "src_mod.dim=32"],
     "mel-roformer": ["src_mod.depth=1", "src_mod.dim=32"],
+    # two dual-path layers (one rFFT and its inverse); the large preset's band layout at the
+    # small one's widths (emulated bf16 convolutions of 256 channels take a minute here)
+    "scnet": ["src_mod.num_dplayer=2"],
+    "scnet-large": ["src_mod.num_dplayer=2", "src_mod.dims=[4,32,64,128]"],
 }
 
 GUARDED = {
