@@ -3,8 +3,9 @@
 - **Spectral and complex ops** (``torch.stft``/``istft``, ``view_as_complex``, ``complex``,
   ``polar``) always receive fp32 (or fp64): CUDA autocast does not cast their inputs (CPU
   autocast does, which hides the problem on a CPU), ``view_as_complex`` accepts only
-  half/float/double and CUDA's ``stft`` has no bf16. :func:`bsrnn.spectral.spectral_input` is
-  the boundary cast the models, losses and filters use.
+  half/float/double and CUDA's ``stft`` has no bf16. :meth:`bsrnn.models.base.StftSpec.stft`
+  / ``istft`` cast their inputs to fp32, and the networks' cores multiply complex values in real
+  fp32 arithmetic (:func:`bsrnn.spectral.complex_mul`), so no such op sees a half tensor.
 - **RNNs** (LSTM/GRU): CUDA autocast's wrapper for cuDNN RNNs
   (``aten/src/ATen/cudnn/AutocastRNN.cpp``, ``_cudnn_rnn_cast_reflatten``, unchanged through
   torch 2.x) casts the input, hidden state and weights to **fp16** whatever the autocast dtype
@@ -27,9 +28,7 @@ import functools
 import torch
 from torch import nn
 
-from bsrnn.spectral import spectral_input
-
-__all__ = ["rnn_compute_dtype", "run_rnn", "spectral_input"]
+__all__ = ["rnn_compute_dtype", "run_rnn"]
 
 
 @functools.cache
